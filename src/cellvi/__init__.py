@@ -1,0 +1,8 @@
+"""cellvi: deep probabilistic analysis of single-cell omics."""
+
+from cellvi import data
+from cellvi._settings import settings
+from cellvi._version import __version__
+from cellvi.data import REGISTRY_KEYS
+
+__all__ = ["REGISTRY_KEYS", "__version__", "data", "settings"]

@@ -1,0 +1,8 @@
+"""Data registration: registry keys, typed fields, ``AnnDataManager`` and built-in datasets."""
+
+from cellvi.data import fields
+from cellvi.data._constants import REGISTRY_KEYS
+from cellvi.data._manager import AnnDataManager, SummaryStats
+from cellvi.data._manager_store import ManagerStoreMixin
+
+__all__ = ["REGISTRY_KEYS", "AnnDataManager", "ManagerStoreMixin", "SummaryStats", "fields"]

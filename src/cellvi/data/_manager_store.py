@@ -1,0 +1,129 @@
+"""The two manager stores a model class keeps: per setup, and per model instance."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import ClassVar
+from uuid import uuid4
+
+from anndata import AnnData
+
+from cellvi.data._constants import SETUP_UUID_KEY
+from cellvi.data._manager import AnnDataManager
+
+logger = logging.getLogger("cellvi")
+
+
+class ManagerStoreMixin:
+    """Class-level and per-instance stores of ``AnnDataManager`` objects.
+
+    ``setup_anndata`` puts its manager in the class store, keyed by the AnnData's UUID
+    (``adata.uns["_scvi_uuid"]``); a model built on that AnnData fetches it from there. Each
+    model instance also keeps its own store, ``{model.id: {adata UUID: manager}}``, so that two
+    models working on one AnnData each find the registration they were trained with. Every
+    subclass gets stores of its own.
+    """
+
+    _setup_adata_manager_store: ClassVar[dict[str, AnnDataManager]] = {}
+    _per_instance_manager_store: ClassVar[dict[str, dict[str, AnnDataManager]]] = {}
+    id: str
+    adata_manager: AnnDataManager
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._setup_adata_manager_store = {}
+        cls._per_instance_manager_store = {}
+
+    @classmethod
+    def register_manager(cls, adata_manager: AnnDataManager) -> None:
+        """Store the manager made by ``setup_anndata`` under its AnnData's UUID."""
+        adata = adata_manager.adata
+        if adata is None:
+            raise ValueError("Register the manager's fields (register_fields) before storing it.")
+        store = cls._setup_adata_manager_store
+        # Managers hold their AnnData weakly; forget those whose AnnData is gone.
+        for uuid in [uuid for uuid, manager in store.items() if manager.adata is None]:
+            del store[uuid]
+        held = store.get(adata_manager.adata_uuid)
+        if held is not None and held.adata is not adata:
+            # A copy of a registered AnnData carries the same UUID; give it its own.
+            adata.uns[SETUP_UUID_KEY] = str(uuid4())
+        store[adata_manager.adata_uuid] = adata_manager
+
+    @classmethod
+    def _get_most_recent_anndata_manager(
+        cls, adata: AnnData, required: bool = False
+    ) -> AnnDataManager | None:
+        """The manager of the latest ``setup_anndata`` of this class on ``adata``, if any."""
+        manager = cls._setup_adata_manager_store.get(adata.uns.get(SETUP_UUID_KEY))
+        if manager is not None and manager.adata is not adata:
+            manager = None
+        if manager is None and required:
+            raise ValueError(
+                f"This AnnData is not set up for {cls.__name__}. Call "
+                f"{cls.__name__}.setup_anndata(adata, ...) first."
+            )
+        return manager
+
+    def _instance_managers(self) -> dict[str, AnnDataManager]:
+        store = type(self)._per_instance_manager_store
+        if self.id not in store:
+            store[self.id] = {}
+            # Drop the entry with the model, so stores do not keep AnnData objects alive.
+            weakref.finalize(self, store.pop, self.id, None)
+        return store[self.id]
+
+    def _register_manager_for_instance(self, adata_manager: AnnDataManager) -> None:
+        """Remember ``adata_manager`` as this model's registration of its AnnData."""
+        self._instance_managers()[adata_manager.adata_uuid] = adata_manager
+
+    def get_anndata_manager(
+        self, adata: AnnData, required: bool = False
+    ) -> AnnDataManager | None:
+        """This model's manager for ``adata``, or None if the model has not seen it."""
+        managers = self._instance_managers()
+        manager = managers.get(adata.uns.get(SETUP_UUID_KEY))
+        if manager is not None and manager.adata is not adata:
+            manager = None
+        if manager is None and required:
+            raise ValueError(
+                f"This {type(self).__name__} model has no registration of this AnnData; pass it "
+                "through a query method (which transfers the setup) first."
+            )
+        return manager
+
+    def _manager_for(self, adata: AnnData, **transfer_kwargs: object) -> AnnDataManager:
+        """The registration of ``adata`` this model must read it with, made valid now.
+
+        Known AnnData: its registration is validated and replayed if another setup wrote over
+        it since. New AnnData: the training setup is transferred to it (same genes, same
+        category codes) and remembered for this model.
+        """
+        manager = self.get_anndata_manager(adata)
+        if manager is not None:
+            manager.validate()
+            return manager
+        training_manager: AnnDataManager = self.adata_manager
+        logger.info("Input AnnData not set up with cellvi; transferring the training setup.")
+        manager = training_manager.transfer_fields(adata, **transfer_kwargs)
+        uuid = manager.adata_uuid
+        holders = (
+            type(self)._setup_adata_manager_store.get(uuid),
+            self._instance_managers().get(uuid),
+        )
+        if any(held is not None and held.adata is not adata for held in holders):
+            # A copy of data the stores know carries their UUID; give it its own.
+            adata.uns[SETUP_UUID_KEY] = str(uuid4())
+        self._register_manager_for_instance(manager)
+        return manager
+
+    def deregister_manager(self, adata: AnnData | None = None) -> None:
+        """Forget this model's registration of ``adata`` (or all but its training data)."""
+        managers = self._instance_managers()
+        if adata is not None:
+            managers.pop(adata.uns.get(SETUP_UUID_KEY), None)
+            return
+        training = getattr(self, "adata_manager", None)
+        for uuid in [key for key in managers if training is None or key != training.adata_uuid]:
+            del managers[uuid]

@@ -1,0 +1,17 @@
+"""Typed AnnData fields: where each piece of data a model reads lives, and how it is checked."""
+
+from cellvi.data.fields._base import BaseAnnDataField
+from cellvi.data.fields._joint_obs import CategoricalJointObsField, NumericalJointObsField
+from cellvi.data.fields._layer import LayerField
+from cellvi.data.fields._obs import CategoricalObsField, NumericalObsField
+from cellvi.data.fields._obsm import ObsmField
+
+__all__ = [
+    "BaseAnnDataField",
+    "CategoricalJointObsField",
+    "CategoricalObsField",
+    "LayerField",
+    "NumericalJointObsField",
+    "NumericalObsField",
+    "ObsmField",
+]

@@ -1,0 +1,115 @@
+"""The contract every registered AnnData field follows."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from rich.table import Table
+from scipy import sparse
+
+from cellvi.data._constants import INTERNAL_PREFIX
+
+FieldData = np.ndarray | sparse.spmatrix | sparse.sparray
+
+
+class BaseAnnDataField(ABC):
+    """One piece of an AnnData that a model reads, under one registry key.
+
+    A field knows where its data live (``attr_name`` / ``attr_key``), how to register them on
+    the AnnData a model is set up with (``register_field``), how to apply that registration to
+    new data so that codes and columns keep their meaning (``transfer_field``), how to check
+    that data still fit (``validate_field``), and which summary statistics it adds to the
+    model's ``summary_stats``.
+    """
+
+    #: Registry key under which the data reach a module (a ``REGISTRY_KEYS`` value).
+    registry_key: str
+    #: Attribute of AnnData holding the data: "X", "layers", "obs" or "obsm".
+    attr_name: str
+
+    @property
+    @abstractmethod
+    def attr_key(self) -> str | None:
+        """Key inside ``attr_name`` (None for ``adata.X``)."""
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the field registers nothing (an optional field left unset)."""
+        return False
+
+    @abstractmethod
+    def validate_field(self, adata: AnnData) -> None:
+        """Check that ``adata`` holds valid data for this field; raise a clear error if not."""
+
+    @abstractmethod
+    def register_field(self, adata: AnnData) -> dict[str, Any]:
+        """Register the field on ``adata`` and return its state registry (JSON-serialisable)."""
+
+    @abstractmethod
+    def transfer_field(
+        self, state_registry: dict[str, Any], adata_target: AnnData, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Register the field on ``adata_target`` following a source ``state_registry``."""
+
+    @abstractmethod
+    def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
+        """Summary statistics (e.g. ``n_batch``) this field contributes."""
+
+    def view_state_registry(self, state_registry: dict[str, Any]) -> Table | None:
+        """A table describing the state registry, or None when there is nothing to show."""
+        return None
+
+    def get_field_data(self, adata: AnnData) -> FieldData:
+        """The registered data of this field on ``adata`` (obs fields as an (n, 1) array)."""
+        if self.is_empty:
+            raise ValueError(f"Field {self.registry_key!r} is empty: nothing is registered.")
+        return read_attribute(adata, self.attr_name, self.attr_key)
+
+    @property
+    def data_registry(self) -> dict[str, str | None]:
+        """Where the registered data live on the AnnData."""
+        return {"attr_name": self.attr_name, "attr_key": self.attr_key}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(registry_key={self.registry_key!r}, attr_key={self.attr_key!r})"
+
+
+def internal_key(registry_key: str) -> str:
+    """The obs/obsm column cellvi writes for a registry key (``_scvi_batch``)."""
+    return f"{INTERNAL_PREFIX}{registry_key}"
+
+
+def read_attribute(adata: AnnData, attr_name: str, attr_key: str | None) -> FieldData:
+    """Read ``adata.<attr_name>[<attr_key>]`` as an array or a sparse matrix."""
+    if attr_name == "X":
+        return adata.X
+    container = getattr(adata, attr_name)
+    if attr_key not in container:
+        raise KeyError(f"{attr_key!r} is not in adata.{attr_name}.")
+    value = container[attr_key]
+    if isinstance(value, pd.Series):
+        return value.to_numpy().reshape(-1, 1)
+    if isinstance(value, pd.DataFrame):
+        return value.to_numpy()
+    return value
+
+
+def require_key(adata: AnnData, attr_name: str, key: str, what: str) -> None:
+    """Raise a KeyError naming the missing key, what it was for, and the keys that exist."""
+    container = getattr(adata, attr_name)
+    if key not in container:
+        present = list(container.keys())
+        shown = ", ".join(map(repr, present[:10])) + (" ..." if len(present) > 10 else "")
+        raise KeyError(
+            f"{what}: {key!r} is not a key of adata.{attr_name} (present: {shown or 'none'}). "
+            f"Check the spelling or add it to adata.{attr_name} before setup_anndata."
+        )
+
+
+def to_json_scalars(values: Any) -> list:
+    """Turn a sequence of categories into a list of plain Python scalars (JSON-safe)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]

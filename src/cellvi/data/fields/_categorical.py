@@ -1,0 +1,63 @@
+"""Mapping category names to integer codes, shared by the categorical fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cellvi.data.fields._base import to_json_scalars
+
+
+def categories_of(values: pd.Series) -> list:
+    """Categories of a column: a categorical's declared order, else its sorted unique values."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return to_json_scalars(values.cat.categories)
+    unique = pd.unique(values.dropna())
+    try:
+        unique = sorted(unique)
+    except TypeError:  # mixed types cannot be ordered; keep first-seen order
+        unique = list(unique)
+    return to_json_scalars(unique)
+
+
+def encode_categories(
+    values: pd.Series, mapping: list, where: str, extend_categories: bool = False
+) -> tuple[np.ndarray, list]:
+    """Encode ``values`` with the codes of ``mapping`` (matching by name, not position).
+
+    Parameters
+    ----------
+    values
+        The column to encode.
+    mapping
+        Known categories; category ``mapping[i]`` gets code ``i``.
+    where
+        Readable location of the column, for error messages.
+    extend_categories
+        Append categories not in ``mapping`` instead of raising.
+
+    Returns
+    -------
+    The integer codes (smallest signed dtype) and the possibly extended mapping.
+    """
+    n_missing = int(values.isna().sum())
+    if n_missing:
+        raise ValueError(
+            f"{where} has {n_missing} missing values; every cell needs a category. Fill them "
+            "(e.g. with 'unknown') or drop those cells before setup."
+        )
+    as_objects = pd.Series(values.to_numpy(dtype=object), index=values.index)
+    present = categories_of(as_objects)
+    known = set(mapping)
+    unseen = [category for category in present if category not in known]
+    if unseen:
+        if not extend_categories:
+            raise ValueError(
+                f"{where} holds categories unseen at setup: {unseen[:10]}"
+                f"{' ...' if len(unseen) > 10 else ''}. Known categories: {mapping[:10]}"
+                f"{' ...' if len(mapping) > 10 else ''}. Drop those cells, or pass "
+                "extend_categories=True to add them (the model has no trained weights for them)."
+            )
+        mapping = list(mapping) + unseen
+    codes = pd.Categorical(as_objects, categories=pd.Index(mapping, dtype=object)).codes
+    return np.asarray(codes), mapping

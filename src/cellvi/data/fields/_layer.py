@@ -1,0 +1,89 @@
+"""``LayerField``: the expression matrix, from ``adata.X`` or a layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anndata import AnnData
+
+from cellvi.data.fields._base import BaseAnnDataField, FieldData, require_key
+from cellvi.data.fields._checks import check_count_data, check_numeric_finite
+from cellvi.data._constants import REGISTRY_KEYS
+
+
+class LayerField(BaseAnnDataField):
+    """Register a cells x features matrix: ``adata.X`` (``layer=None``) or ``adata.layers[layer]``.
+
+    Parameters
+    ----------
+    registry_key
+        Key under which the matrix reaches a module, usually ``REGISTRY_KEYS.X_KEY``.
+    layer
+        Layer to read; ``None`` reads ``adata.X``.
+    is_count_data
+        Whether the matrix must hold raw counts (checked: NaN, Inf and negatives are errors,
+        non-integers a warning).
+    """
+
+    def __init__(self, registry_key: str, layer: str | None, is_count_data: bool = True) -> None:
+        self.registry_key = registry_key
+        self.attr_name = "X" if layer is None else "layers"
+        self._layer = layer
+        self.is_count_data = is_count_data
+        # The main matrix reports its width as n_vars (what models read to size themselves).
+        self._count_stat_key = "n_vars" if registry_key == REGISTRY_KEYS.X_KEY else f"n_{registry_key}"
+
+    @property
+    def attr_key(self) -> str | None:
+        return self._layer
+
+    def _where(self) -> str:
+        return "adata.X" if self._layer is None else f"adata.layers[{self._layer!r}]"
+
+    def validate_field(self, adata: AnnData) -> None:
+        if self._layer is not None:
+            require_key(adata, "layers", self._layer, f"layer for {self.registry_key!r}")
+        data = self.get_field_data(adata)
+        if data is None:
+            raise ValueError(f"{self._where()} is empty (None); store the counts there first.")
+        if self.is_count_data:
+            check_count_data(data, self._where())
+        else:
+            check_numeric_finite(data, self._where())
+
+    def register_field(self, adata: AnnData) -> dict[str, Any]:
+        self.validate_field(adata)
+        return {
+            "layer": self._layer,
+            "is_count_data": self.is_count_data,
+            "n_cells": int(adata.n_obs),
+            "n_vars": int(adata.n_vars),
+            "column_names": [str(name) for name in adata.var_names],
+        }
+
+    def transfer_field(
+        self, state_registry: dict[str, Any], adata_target: AnnData, **kwargs: Any
+    ) -> dict[str, Any]:
+        n_vars = state_registry["n_vars"]
+        if adata_target.n_vars != n_vars:
+            raise ValueError(
+                f"The new AnnData has {adata_target.n_vars} genes but the model was set up with "
+                f"{n_vars}. Subset it to the training genes, in the same order: "
+                "adata = adata[:, model.adata.var_names].copy()."
+            )
+        expected = state_registry["column_names"]
+        found = [str(name) for name in adata_target.var_names]
+        if found != expected:
+            mismatched = [(e, f) for e, f in zip(expected, found, strict=True) if e != f]
+            examples = ", ".join(f"{f!r} where {e!r} was expected" for e, f in mismatched[:3])
+            raise ValueError(
+                f"The new AnnData's genes differ from the training genes at {len(mismatched)} "
+                f"positions ({examples}). Reorder or subset it to the training var_names."
+            )
+        return self.register_field(adata_target)
+
+    def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
+        return {"n_cells": state_registry["n_cells"], self._count_stat_key: state_registry["n_vars"]}
+
+    def get_field_data(self, adata: AnnData) -> FieldData:
+        return adata.X if self._layer is None else adata.layers[self._layer]

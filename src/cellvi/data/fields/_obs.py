@@ -1,0 +1,139 @@
+"""Fields read from one ``adata.obs`` column: categorical codes or numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+from rich.table import Table
+
+from cellvi.data.fields._base import BaseAnnDataField, internal_key, require_key
+from cellvi.data.fields._categorical import categories_of, encode_categories
+from cellvi.data.fields._checks import check_numeric_finite
+
+
+class CategoricalObsField(BaseAnnDataField):
+    """Register an obs column of categories as integer codes in ``obs["_scvi_<registry_key>"]``.
+
+    With ``obs_key=None`` the field is still registered, as a single category (every cell
+    gets code 0): a model then sees e.g. ``n_batch == 1`` and all-zero batch codes, so module
+    code never needs a special case for "no batch".
+
+    Parameters
+    ----------
+    registry_key
+        Key under which the codes reach a module (``REGISTRY_KEYS.BATCH_KEY``, ...).
+    obs_key
+        Column of ``adata.obs`` holding the categories, or None.
+    """
+
+    attr_name = "obs"
+
+    def __init__(self, registry_key: str, obs_key: str | None) -> None:
+        self.registry_key = registry_key
+        self.obs_key = obs_key
+        self._codes_key = internal_key(registry_key)
+
+    @property
+    def attr_key(self) -> str:
+        return self._codes_key
+
+    def _where(self) -> str:
+        return f"adata.obs[{self.obs_key!r}]"
+
+    def validate_field(self, adata: AnnData) -> None:
+        if self.obs_key is not None:
+            require_key(adata, "obs", self.obs_key, f"{self.registry_key}_key")
+
+    def register_field(self, adata: AnnData) -> dict[str, Any]:
+        self.validate_field(adata)
+        if self.obs_key is None:
+            return self._write_codes(adata, np.zeros(adata.n_obs, dtype=np.int8), [0])
+        mapping = categories_of(adata.obs[self.obs_key])
+        codes, mapping = encode_categories(adata.obs[self.obs_key], mapping, self._where())
+        return self._write_codes(adata, codes, mapping)
+
+    def transfer_field(
+        self,
+        state_registry: dict[str, Any],
+        adata_target: AnnData,
+        extend_categories: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        if self.obs_key is None:
+            return self.register_field(adata_target)
+        self.validate_field(adata_target)
+        codes, mapping = encode_categories(
+            adata_target.obs[self.obs_key],
+            state_registry["categorical_mapping"],
+            self._where(),
+            extend_categories=extend_categories,
+        )
+        return self._write_codes(adata_target, codes, mapping)
+
+    def _write_codes(self, adata: AnnData, codes: np.ndarray, mapping: list) -> dict[str, Any]:
+        adata.obs[self._codes_key] = codes
+        return {"categorical_mapping": mapping, "original_key": self.obs_key}
+
+    def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
+        return {f"n_{self.registry_key}": len(state_registry["categorical_mapping"])}
+
+    def view_state_registry(self, state_registry: dict[str, Any]) -> Table | None:
+        table = Table(title=f"{self.registry_key} state registry")
+        for column in ("Source location", "Category", "Code"):
+            table.add_column(column)
+        original = state_registry["original_key"]
+        source = "(not set: one category)" if original is None else f"adata.obs[{original!r}]"
+        for code, category in enumerate(state_registry["categorical_mapping"]):
+            table.add_row(source if code == 0 else "", str(category), str(code))
+        return table
+
+
+class NumericalObsField(BaseAnnDataField):
+    """Register a numeric obs column (e.g. size factors) read as it is.
+
+    Parameters
+    ----------
+    registry_key
+        Key under which the values reach a module.
+    obs_key
+        Column of ``adata.obs``; None leaves an optional field empty.
+    required
+        Whether ``obs_key`` must be given.
+    """
+
+    attr_name = "obs"
+
+    def __init__(self, registry_key: str, obs_key: str | None, required: bool = True) -> None:
+        if required and obs_key is None:
+            raise ValueError(f"{registry_key!r} is required: give the obs column that holds it.")
+        self.registry_key = registry_key
+        self.obs_key = obs_key
+        self.required = required
+
+    @property
+    def attr_key(self) -> str | None:
+        return self.obs_key
+
+    @property
+    def is_empty(self) -> bool:
+        return self.obs_key is None
+
+    def validate_field(self, adata: AnnData) -> None:
+        if self.is_empty:
+            return
+        require_key(adata, "obs", self.obs_key, f"{self.registry_key}_key")
+        check_numeric_finite(adata.obs[self.obs_key].to_numpy(), f"adata.obs[{self.obs_key!r}]")
+
+    def register_field(self, adata: AnnData) -> dict[str, Any]:
+        self.validate_field(adata)
+        return {"original_key": self.obs_key}
+
+    def transfer_field(
+        self, state_registry: dict[str, Any], adata_target: AnnData, **kwargs: Any
+    ) -> dict[str, Any]:
+        return self.register_field(adata_target)
+
+    def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
+        return {}

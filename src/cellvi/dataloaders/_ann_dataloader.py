@@ -1,0 +1,91 @@
+"""``AnnDataLoader``: minibatches of registered AnnData fields as dicts of tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import DataLoader
+
+from cellvi._settings import settings
+from cellvi.data import AnnDataManager
+from cellvi.dataloaders._dataset import AnnTorchDataset
+from cellvi.dataloaders._indices import as_cell_indices
+from cellvi.dataloaders._sampler import BatchIndexSampler
+
+
+def _keep_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return the dataset's minibatch as it is (module-level so worker processes can pickle it)."""
+    return batch
+
+
+class AnnDataLoader(DataLoader):
+    """Iterate over the registered fields of an AnnData in minibatches of cells.
+
+    Each minibatch is one ``AnnTorchDataset[indices]`` call (no per-cell collation) and comes
+    as ``{registry_key: tensor}``. Without ``drop_last``, one pass covers every selected cell
+    exactly once.
+
+    Parameters
+    ----------
+    adata_manager
+        Manager holding the registered AnnData.
+    indices
+        Cells to load: a boolean mask or integer positions; ``None`` loads every cell.
+        Unshuffled minibatches follow this order.
+    batch_size
+        Cells per minibatch; ``None`` uses ``cellvi.settings.batch_size``.
+    shuffle
+        Draw a new order at each epoch, from a torch generator seeded from
+        ``cellvi.settings.seed`` when it is set (from torch's global generator otherwise).
+    drop_last
+        Leave out the last, incomplete minibatch.
+    data_and_attributes
+        Registry keys to load, or registry keys mapped to numpy dtypes (see
+        :class:`AnnTorchDataset`); ``None`` loads every registered field.
+    load_sparse_tensor
+        Yield fields stored sparse (e.g. a CSR ``X``) as torch sparse CSR tensors.
+    **data_loader_kwargs
+        Passed to :class:`torch.utils.data.DataLoader` (``num_workers`` defaults to
+        ``cellvi.settings.dl_num_workers``). ``sampler`` may replace the default sampler;
+        it must yield whole minibatches of indices.
+    """
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        indices: npt.ArrayLike | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        data_and_attributes: Sequence[str] | Mapping[str, npt.DTypeLike] | None = None,
+        load_sparse_tensor: bool = False,
+        **data_loader_kwargs: Any,
+    ) -> None:
+        if "batch_sampler" in data_loader_kwargs:
+            raise TypeError(
+                "AnnDataLoader batches through its sampler; pass sampler= (yielding index "
+                "arrays) instead of batch_sampler=."
+            )
+        dataset = AnnTorchDataset(adata_manager, data_and_attributes, load_sparse_tensor)
+        self.indices = as_cell_indices(indices, len(dataset))
+        self.shuffle = shuffle
+        self.load_sparse_tensor = load_sparse_tensor
+        self.minibatch_size = settings.batch_size if batch_size is None else batch_size
+        generator = data_loader_kwargs.pop("generator", None)
+        if generator is None and settings.seed is not None:
+            generator = torch.Generator().manual_seed(settings.seed)
+        sampler = data_loader_kwargs.pop("sampler", None)
+        if sampler is None:
+            sampler = BatchIndexSampler(
+                self.indices, self.minibatch_size, shuffle, drop_last, generator
+            )
+        data_loader_kwargs.setdefault("num_workers", settings.dl_num_workers)
+        data_loader_kwargs.setdefault("collate_fn", _keep_batch)
+        # batch_size=None turns off torch's own batching: each sampler item is a whole batch.
+        super().__init__(
+            dataset, sampler=sampler, batch_size=None, generator=generator, **data_loader_kwargs
+        )

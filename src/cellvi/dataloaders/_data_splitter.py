@@ -1,0 +1,173 @@
+"""``DataSplitter``: train / validation / test cell splits served as Lightning data loaders."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import numpy.typing as npt
+
+from cellvi._settings import settings
+from cellvi.data import AnnDataManager
+from cellvi.dataloaders._ann_dataloader import AnnDataLoader
+from cellvi.dataloaders._external_indexing import validate_external_indexing
+
+# Products such as 0.7 * 10 land a hair above 7 in floating point; rounding them first keeps
+# ceil/floor from adding or losing a cell. 9 digits stays exact for any realistic cell count.
+_SIZE_DIGITS = 9
+
+
+def split_sizes(
+    n_cells: int, train_size: float = 0.9, validation_size: float | None = None
+) -> tuple[int, int]:
+    """Numbers of train and validation cells; the test split takes the remaining cells.
+
+    ``n_train = ceil(train_size * n_cells)``; ``n_val = floor(validation_size * n_cells)``, or
+    every cell not in train when ``validation_size`` is ``None``.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells to split.
+    train_size
+        Fraction of cells for training, in (0, 1].
+    validation_size
+        Fraction of cells for validation, in [0, 1); ``train_size + validation_size <= 1``.
+
+    Returns
+    -------
+    ``(n_train, n_val)``.
+    """
+    if not 0 < train_size <= 1:
+        raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+    if validation_size is not None:
+        if not 0 <= validation_size < 1:
+            raise ValueError(f"validation_size must be in [0, 1), got {validation_size}.")
+        if round(train_size + validation_size, _SIZE_DIGITS) > 1:
+            raise ValueError(
+                f"train_size + validation_size must be at most 1, got {train_size} + "
+                f"{validation_size} = {train_size + validation_size}."
+            )
+    n_train = math.ceil(round(train_size * n_cells, _SIZE_DIGITS))
+    if n_train < 1:
+        raise ValueError(
+            f"train_size={train_size} of {n_cells} cells leaves no training cell; "
+            "the training split needs at least one."
+        )
+    if validation_size is None:
+        return n_train, n_cells - n_train
+    n_val = math.floor(round(validation_size * n_cells, _SIZE_DIGITS))
+    return n_train, min(n_val, n_cells - n_train)
+
+
+class DataSplitter(pl.LightningDataModule):
+    """Split the registered cells into train, validation and test sets, with their loaders.
+
+    The splits are drawn at construction, so ``train_idx``, ``val_idx`` and ``test_idx`` can
+    be read right away. An empty validation (or test) split yields no loader, so Lightning
+    runs no validation loop.
+
+    Parameters
+    ----------
+    adata_manager
+        Manager holding the registered AnnData.
+    train_size
+        Fraction of cells for training, in (0, 1]; ``ceil(train_size * n_cells)`` cells.
+    validation_size
+        Fraction of cells for validation, in [0, 1); ``floor(validation_size * n_cells)``
+        cells. ``None`` puts every non-training cell in validation (no test cells).
+    shuffle_set_split
+        Draw the splits at random (reproducible under ``cellvi.settings.seed``); ``False``
+        takes train, then validation, then test in cell order.
+    load_sparse_tensor
+        Yield fields stored sparse as torch sparse CSR tensors.
+    pin_memory
+        Pin minibatches in page-locked memory (faster copies to a GPU).
+    external_indexing
+        ``[train, validation, test]`` arrays of cell indices used as given instead of drawing
+        splits (sizes are then ignored). Train must be non-empty; validation and test may be
+        ``None`` or empty; no index may repeat within or across splits. Cells in none of
+        them are not used.
+    **kwargs
+        Passed to every :class:`AnnDataLoader` (``batch_size``, ``num_workers``,
+        ``data_and_attributes``, ...). ``drop_last`` applies to the training loader only.
+
+    Attributes
+    ----------
+    train_idx, val_idx, test_idx
+        Cell indices (int64 arrays) of each split.
+    """
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        load_sparse_tensor: bool = False,
+        pin_memory: bool = False,
+        external_indexing: Sequence[npt.ArrayLike | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if adata_manager.adata is None:
+            raise ValueError("The AnnDataManager holds no AnnData: call register_fields first.")
+        self.adata_manager = adata_manager
+        self.train_size = train_size
+        self.validation_size = validation_size
+        self.shuffle_set_split = shuffle_set_split
+        self.load_sparse_tensor = load_sparse_tensor
+        self.pin_memory = pin_memory
+        self.drop_last = kwargs.pop("drop_last", False)
+        self.data_loader_kwargs = kwargs
+        n_cells = int(adata_manager.adata.n_obs)
+        if external_indexing is not None:
+            self.train_idx, self.val_idx, self.test_idx = validate_external_indexing(
+                external_indexing, n_cells
+            )
+        else:
+            self.train_idx, self.val_idx, self.test_idx = self._draw_splits(n_cells)
+        self.n_train = int(self.train_idx.size)
+        self.n_val = int(self.val_idx.size)
+
+    def _draw_splits(self, n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_train, n_val = split_sizes(n_cells, self.train_size, self.validation_size)
+        if self.shuffle_set_split:
+            order = np.random.default_rng(settings.seed).permutation(n_cells)
+        else:
+            order = np.arange(n_cells)
+        order = order.astype(np.int64, copy=False)
+        return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Nothing to do: the splits are drawn at construction so users can read them."""
+
+    def _loader(self, indices: np.ndarray, shuffle: bool, drop_last: bool) -> AnnDataLoader:
+        return AnnDataLoader(
+            self.adata_manager,
+            indices=indices,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            load_sparse_tensor=self.load_sparse_tensor,
+            pin_memory=self.pin_memory,
+            **self.data_loader_kwargs,
+        )
+
+    def train_dataloader(self) -> AnnDataLoader:
+        """Shuffled minibatches of the training cells."""
+        return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> AnnDataLoader | list:
+        """Minibatches of the validation cells, in order; ``[]`` (no loop) when there are none."""
+        if self.val_idx.size == 0:
+            return []
+        return self._loader(self.val_idx, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> AnnDataLoader | list:
+        """Minibatches of the test cells, in order; ``[]`` (no loop) when there are none."""
+        if self.test_idx.size == 0:
+            return []
+        return self._loader(self.test_idx, shuffle=False, drop_last=False)

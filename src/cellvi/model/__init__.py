@@ -1,0 +1,5 @@
+"""User-facing models."""
+
+from cellvi.model._scvi import SCVI
+
+__all__ = ["SCVI"]

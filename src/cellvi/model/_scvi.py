@@ -1,0 +1,137 @@
+"""``SCVI``: single-cell variational inference, the user-facing model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from anndata import AnnData
+
+from cellvi.data import REGISTRY_KEYS, AnnDataManager
+from cellvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LayerField,
+    NumericalJointObsField,
+    NumericalObsField,
+)
+from cellvi.model._library_prior import library_size_prior
+from cellvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from cellvi.module import VAE
+
+
+class SCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+    """single-cell Variational Inference (Lopez et al. 2018) on registered raw counts.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with ``SCVI.setup_anndata``.
+    n_hidden, n_latent, n_layers, dropout_rate, dispersion, gene_likelihood, latent_distribution
+        See ``cellvi.module.VAE``.
+    **model_kwargs
+        Further ``VAE`` arguments (``encode_covariates``, ``use_observed_lib_size``, ...).
+
+    Examples
+    --------
+    >>> adata = cellvi.data.synthetic_iid()
+    >>> cellvi.model.SCVI.setup_anndata(adata, batch_key="batch")
+    >>> model = cellvi.model.SCVI(adata)
+    >>> model.train(max_epochs=20)
+    >>> adata.obsm["X_scVI"] = model.get_latent_representation()
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_hidden: int = 128,
+        n_latent: int = 10,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        dispersion: Literal["gene", "gene-batch", "gene-label", "gene-cell"] = "gene",
+        gene_likelihood: Literal["zinb", "nb", "poisson", "normal"] = "zinb",
+        latent_distribution: Literal["normal", "ln"] = "normal",
+        **model_kwargs: Any,
+    ) -> None:
+        super().__init__(adata)
+        stats = self.summary_stats
+        registry_keys = self.adata_manager.data_registry
+        n_cats_per_cov = (
+            self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)["n_cats_per_key"]
+            if REGISTRY_KEYS.CAT_COVS_KEY in registry_keys
+            else None
+        )
+        n_batch = stats.get("n_batch", 0)
+        use_size_factor_key = REGISTRY_KEYS.SIZE_FACTOR_KEY in registry_keys
+        library_log_means = library_log_vars = None
+        if not use_size_factor_key and not model_kwargs.get("use_observed_lib_size", True):
+            library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
+        self.module = VAE(
+            n_input=stats["n_vars"],
+            n_batch=n_batch,
+            n_labels=stats.get("n_labels", 0),
+            n_continuous_cov=stats.get("n_extra_continuous_covs", 0),
+            n_cats_per_cov=n_cats_per_cov,
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            gene_likelihood=gene_likelihood,
+            latent_distribution=latent_distribution,
+            use_size_factor_key=use_size_factor_key,
+            library_log_means=library_log_means,
+            library_log_vars=library_log_vars,
+            **model_kwargs,
+        )
+        self._model_summary_string = (
+            f"SCVI model with the following parameters:\nn_hidden: {n_hidden}, n_latent: "
+            f"{n_latent}, n_layers: {n_layers}, dropout_rate: {dropout_rate}, dispersion: "
+            f"{dispersion}, gene_likelihood: {gene_likelihood}, latent_distribution: "
+            f"{latent_distribution}."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        size_factor_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register ``adata`` for SCVI.
+
+        Parameters
+        ----------
+        adata
+            AnnData of raw counts.
+        layer
+            Layer holding the counts; None uses ``adata.X``.
+        batch_key
+            obs column of the batch (experimental batch, for integration); None: one batch.
+        labels_key
+            obs column of cell labels (used by ``dispersion="gene-label"``); None: one label.
+        size_factor_key
+            obs column of size factors, used instead of library sizes.
+        categorical_covariate_keys, continuous_covariate_keys
+            obs columns of further covariates the decoder (and encoder, with
+            ``encode_covariates``) conditions on.
+        **kwargs
+            Passed to ``AnnDataManager.register_fields`` (e.g. ``source_registry``).
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)

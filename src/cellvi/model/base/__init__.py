@@ -1,0 +1,8 @@
+"""Building blocks of model classes: ``BaseModelClass`` and the mixins users compose."""
+
+from cellvi.model.base._base_model import BaseModelClass
+from cellvi.model.base._files import ModelFileError
+from cellvi.model.base._training_mixin import UnsupervisedTrainingMixin
+from cellvi.model.base._vae_mixin import VAEMixin
+
+__all__ = ["BaseModelClass", "ModelFileError", "UnsupervisedTrainingMixin", "VAEMixin"]

@@ -1,0 +1,168 @@
+"""``BaseModelClass``: a module bound to registered AnnData, with save/load and queries."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+from uuid import uuid4
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from cellvi.data import AnnDataManager, ManagerStoreMixin, SummaryStats
+from cellvi.dataloaders import AnnDataLoader
+from cellvi.model.base._persistence import PersistenceMixin
+from cellvi.module.base import BaseModuleClass
+
+logger = logging.getLogger("cellvi")
+
+
+class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
+    """Wrap a module with the AnnData it learns from: registration, training state, queries.
+
+    A subclass defines ``setup_anndata`` (which fields to register) and, in ``__init__``,
+    builds ``self.module`` from ``self.summary_stats`` and records
+    ``self.init_params_ = self._get_init_params(locals())``.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with the subclass's ``setup_anndata``; None only when loading.
+    """
+
+    module: BaseModuleClass
+
+    def __init__(self, adata: AnnData | None = None) -> None:
+        self.id = str(uuid4())
+        self._adata: AnnData | None = None
+        self._adata_manager: AnnDataManager | None = None
+        self.summary_stats = SummaryStats()
+        if adata is not None:
+            manager = self._get_most_recent_anndata_manager(adata, required=True)
+            manager.validate()
+            self._adata = adata
+            self._adata_manager = manager
+            self._register_manager_for_instance(manager)
+            self.summary_stats = manager.summary_stats
+        self.is_trained_ = False
+        self.init_params_: dict[str, Any] = {}
+        self.history_: dict[str, pd.DataFrame] | None = None
+        self.train_indices: np.ndarray | None = None
+        self.validation_indices: np.ndarray | None = None
+        self.test_indices: np.ndarray | None = None
+        self._model_summary_string = ""
+
+    # Data ----------------------------------------------------------------------------------
+
+    @property
+    def adata(self) -> AnnData:
+        """The AnnData the model was built on."""
+        if self._adata is None:
+            raise RuntimeError("This model holds no AnnData (load it with adata=...).")
+        return self._adata
+
+    @property
+    def adata_manager(self) -> AnnDataManager:
+        """The registration of the training AnnData."""
+        if self._adata_manager is None:
+            raise RuntimeError("This model holds no AnnData (load it with adata=...).")
+        return self._adata_manager
+
+    @property
+    def registry(self) -> dict[str, Any]:
+        """The registry of the training setup."""
+        return self.adata_manager.registry
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        """Return ``adata`` ready to be read with this model's setup.
+
+        None means the training AnnData. A view is copied (registration must write codes). A
+        known AnnData has its registration validated and replayed if another setup wrote over
+        it; a new one receives the training setup by transfer (same genes, same codes).
+        """
+        if adata is None:
+            adata = self.adata
+        if adata.is_view:
+            if not copy_if_view:
+                raise ValueError("Got a view of an AnnData; pass adata.copy().")
+            warnings.warn("Got a view of an AnnData; working on a copy.", UserWarning, stacklevel=3)
+            adata = adata.copy()
+        self._manager_for(adata)
+        return adata
+
+    def _make_dataloader(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        **loader_kwargs: Any,
+    ) -> AnnDataLoader:
+        """A loader over ``adata`` (validated first) with this model's registration."""
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        return AnnDataLoader(
+            manager, indices=indices, batch_size=batch_size, shuffle=shuffle, **loader_kwargs
+        )
+
+    def _check_if_trained(self) -> None:
+        if not self.is_trained_:
+            raise RuntimeError(
+                f"This {type(self).__name__} model is not trained yet: call model.train() first."
+            )
+
+    @classmethod
+    def _get_setup_method_args(cls, **setup_locals: Any) -> dict[str, Any]:
+        """Record the arguments of ``setup_anndata`` (all but ``cls``, ``adata``, ``kwargs``)."""
+        skipped = {"cls", "adata", "kwargs", "__class__"}
+        args = {key: value for key, value in setup_locals.items() if key not in skipped}
+        return {"model_name": cls.__name__, "setup_method_name": "setup_anndata", "setup_args": args}
+
+    def _get_init_params(self, init_locals: dict[str, Any]) -> dict[str, Any]:
+        """Record the arguments of ``__init__`` (flattening ``**kwargs``) for save/load."""
+        parameters = inspect.signature(type(self).__init__).parameters
+        params: dict[str, Any] = {}
+        for name, parameter in parameters.items():
+            if name in ("self", "adata") or name not in init_locals:
+                continue
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                params.update(init_locals[name])
+            else:
+                params[name] = init_locals[name]
+        return params
+
+    # Device and state ----------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the module's parameters."""
+        return self.module.device
+
+    def to_device(self, device: str | int | torch.device) -> None:
+        """Move the module to ``device`` (e.g. "cpu", "cuda:0", 0)."""
+        self.module.to(torch.device(f"cuda:{device}") if isinstance(device, int) else device)
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the model has been trained."""
+        return self.is_trained_
+
+    @property
+    def history(self) -> dict[str, pd.DataFrame] | None:
+        """Training metrics, one DataFrame per metric indexed by epoch."""
+        return self.history_
+
+    def view_anndata_setup(self, adata: AnnData | None = None, hide_state_registries: bool = False) -> None:
+        """Print how ``adata`` (default: the training AnnData) is registered for this model."""
+        adata = self._validate_anndata(adata)
+        self.get_anndata_manager(adata, required=True).view_registry(hide_state_registries)
+
+    def __repr__(self) -> str:
+        summary = self._model_summary_string or f"{type(self).__name__} model"
+        status = "Trained" if self.is_trained_ else "Not Trained"
+        return f"{summary}\nTraining status: {status}"

@@ -1,0 +1,182 @@
+"""``save`` and ``load`` of model classes, in the code-free format of ``_files``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anndata
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from cellvi._version import __version__
+from cellvi.model.base._files import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ModelFileError,
+    ModelPaths,
+    read_model_files,
+    write_model_files,
+)
+
+logger = logging.getLogger("cellvi")
+Model = TypeVar("Model", bound="PersistenceMixin")
+
+
+class PersistenceMixin:
+    """Save a model to a directory and load it back, without pickles."""
+
+    def save(
+        self,
+        dir_path: str | Path,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **anndata_write_kwargs: Any,
+    ) -> None:
+        """Save the model (weights, setup, training state) to ``dir_path``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to write (created if needed).
+        prefix
+            Prefix of the file names, to keep several models in one directory.
+        overwrite
+            Replace a model saved there before; otherwise an existing model is an error.
+        save_anndata
+            Also write the training AnnData (``adata.h5ad``), so ``load`` needs no data.
+        **anndata_write_kwargs
+            Passed to ``AnnData.write_h5ad``.
+        """
+        description = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "cellvi_version": __version__,
+            "model_class": type(self).__name__,
+            "init_params": _json_checked(self.init_params_, "init parameter"),
+            "registry": _json_checked(self.adata_manager.registry, "registry entry"),
+            "attributes": self._saved_attributes(),
+        }
+        write_adata = None
+        if save_anndata:
+            adata = self.adata
+
+            def write_adata(path: Path) -> None:
+                adata.write_h5ad(path, **anndata_write_kwargs)
+
+        write_model_files(
+            ModelPaths(Path(dir_path), prefix or ""),
+            self.module.state_dict(),
+            description,
+            overwrite=overwrite,
+            write_adata=write_adata,
+        )
+
+    def _saved_attributes(self) -> dict[str, Any]:
+        history = None
+        if self.history_ is not None:
+            history = {
+                name: {"index": frame.index.tolist(), "values": frame.iloc[:, 0].tolist()}
+                for name, frame in self.history_.items()
+            }
+        return {
+            "is_trained_": bool(self.is_trained_),
+            "train_indices": _as_list(self.train_indices),
+            "validation_indices": _as_list(self.validation_indices),
+            "test_indices": _as_list(self.test_indices),
+            "history_": history,
+        }
+
+    @classmethod
+    def load(
+        cls: type[Model],
+        dir_path: str | Path,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+    ) -> Model:
+        """Load a model saved with ``save``; no code from the files is executed.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by ``save``.
+        adata
+            AnnData to bind the model to; it must hold the training genes (same order) and only
+            training categories. None uses the AnnData saved with the model.
+        accelerator
+            "auto" (GPU if available), "cpu", "gpu" or "cuda".
+        device
+            Device index or "auto".
+        prefix
+            File-name prefix used at save time.
+        """
+        paths = ModelPaths(Path(dir_path), prefix or "")
+        description, weights = read_model_files(paths, cls.__name__)
+        if adata is None:
+            if not paths.adata.is_file():
+                raise ModelFileError(
+                    f"{paths.directory} holds no AnnData (saved without save_anndata=True); "
+                    "pass the data: load(dir_path, adata=adata)."
+                )
+            adata = anndata.read_h5ad(paths.adata)
+        registry = description["registry"]
+        cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
+        model = cls(adata, **description["init_params"])
+        try:
+            model.module.load_state_dict(weights, strict=True)
+        except RuntimeError as error:
+            raise ModelFileError(
+                f"The weights in {paths.weights} do not fit a {cls.__name__} built with the saved "
+                f"parameters: {error}"
+            ) from error
+        model._restore_attributes(description["attributes"])
+        model.module.to(_resolve_device(accelerator, device))
+        model.module.eval()
+        return model
+
+    def _restore_attributes(self, attributes: dict[str, Any]) -> None:
+        self.is_trained_ = bool(attributes.get("is_trained_", False))
+        for name in ("train_indices", "validation_indices", "test_indices"):
+            values = attributes.get(name)
+            setattr(self, name, None if values is None else np.asarray(values, dtype=np.int64))
+        history = attributes.get("history_")
+        self.history_ = None if history is None else {
+            name: pd.DataFrame({name: entry["values"]}, index=pd.Index(entry["index"], name="epoch"))
+            for name, entry in history.items()
+        }
+
+
+def _as_list(values: np.ndarray | None) -> list[int] | None:
+    return None if values is None else np.asarray(values).astype(np.int64).tolist()
+
+
+def _json_checked(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """Fail clearly when something cannot be stored as JSON (cellvi files never hold code)."""
+    for key, item in value.items():
+        try:
+            json.dumps(item)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"The {what} {key!r}={item!r} cannot be saved: model files hold JSON data only, "
+                "never code or pickled objects. Pass plain values (numbers, strings, lists)."
+            ) from error
+    return value
+
+
+def _resolve_device(accelerator: str, device: int | str) -> torch.device:
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if accelerator not in ("auto", "gpu", "cuda"):
+        raise ValueError(f"accelerator={accelerator!r}; use 'auto', 'cpu', 'gpu' or 'cuda'.")
+    if not torch.cuda.is_available():
+        if accelerator == "auto":
+            return torch.device("cpu")
+        raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available.")
+    return torch.device("cuda" if device == "auto" else f"cuda:{int(device)}")

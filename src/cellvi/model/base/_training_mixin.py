@@ -1,0 +1,85 @@
+"""``UnsupervisedTrainingMixin``: the ``train`` method of unsupervised models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cellvi.dataloaders import DataSplitter
+from cellvi.train import TrainingPlan, TrainRunner, default_max_epochs
+
+
+class UnsupervisedTrainingMixin:
+    """Add ``train``: split the data, build a training plan, and run Lightning.
+
+    A model class may swap the pieces through ``_data_splitter_cls``, ``_training_plan_cls``
+    and ``_train_runner_cls``.
+    """
+
+    _data_splitter_cls = DataSplitter
+    _training_plan_cls = TrainingPlan
+    _train_runner_cls = TrainRunner
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        load_sparse_tensor: bool = False,
+        batch_size: int = 128,
+        early_stopping: bool = False,
+        datasplitter_kwargs: dict[str, Any] | None = None,
+        plan_kwargs: dict[str, Any] | None = None,
+        **trainer_kwargs: Any,
+    ) -> None:
+        """Train the model.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the training data; default ``min(round(20_000 / n_cells * 400), 400)``.
+        accelerator, devices
+            Where to train (Lightning's names; "auto" picks a GPU when there is one).
+        train_size, validation_size
+            Fractions of cells for training and validation; the rest is the test set.
+        shuffle_set_split
+            Shuffle cells before splitting (else the split follows the cell order).
+        load_sparse_tensor
+            Give the module sparse count tensors instead of dense ones.
+        batch_size
+            Minibatch size.
+        early_stopping
+            Stop when the validation ELBO stops improving (see ``early_stopping_*`` trainer
+            kwargs).
+        datasplitter_kwargs
+            More ``DataSplitter`` arguments, e.g. ``external_indexing=[train, valid, test]``.
+        plan_kwargs
+            ``TrainingPlan`` arguments (lr, weight_decay, n_epochs_kl_warmup, ...).
+        **trainer_kwargs
+            Lightning ``Trainer`` and ``TrainRunner`` arguments.
+        """
+        if max_epochs is None:
+            max_epochs = default_max_epochs(self.adata.n_obs)
+        data_splitter = self._data_splitter_cls(
+            self.adata_manager,
+            train_size=train_size,
+            validation_size=validation_size,
+            shuffle_set_split=shuffle_set_split,
+            load_sparse_tensor=load_sparse_tensor,
+            batch_size=batch_size,
+            **(datasplitter_kwargs or {}),
+        )
+        training_plan = self._training_plan_cls(self.module, **(plan_kwargs or {}))
+        runner = self._train_runner_cls(
+            self,
+            training_plan=training_plan,
+            data_splitter=data_splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            early_stopping=early_stopping,
+            **trainer_kwargs,
+        )
+        return runner()

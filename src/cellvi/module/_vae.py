@@ -1,0 +1,513 @@
+"""``VAE``: the scVI variational auto-encoder for raw counts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.distributions import Distribution, Normal, Poisson, kl_divergence
+
+from cellvi.data._constants import REGISTRY_KEYS
+from cellvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from cellvi.module._options import check_choice, norm_flags
+from cellvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from cellvi.nn import DecoderSCVI, Embedding, Encoder
+
+Tensor = torch.Tensor
+_DISPERSIONS = ("gene", "gene-batch", "gene-label", "gene-cell")
+_LIKELIHOODS = ("zinb", "nb", "poisson", "normal")
+_LATENTS = ("normal", "ln")
+_BATCH_REPRESENTATIONS = ("one-hot", "embedding")
+
+
+class VAE(BaseModuleClass):
+    """Variational auto-encoder of single-cell counts (scVI, Lopez et al. 2018).
+
+    Where each covariate goes (the data flow)
+    -----------------------------------------
+    A minibatch is a dict of tensors keyed by ``REGISTRY_KEYS``:
+
+    - ``X`` (counts, n x genes) feeds the encoders (``log1p`` first if ``log_variational``)
+      and is what the likelihood scores. Its row sums are the observed library sizes.
+    - ``batch`` (``batch_index``, an integer code per cell: which experimental batch the cell
+      comes from, *not* the minibatch) always enters the **decoder**, as a one-hot added at
+      every hidden layer (``deeply_inject_covariates``) or as a learnt embedding
+      (``batch_representation="embedding"``). It enters the **encoders** only when
+      ``encode_covariates=True``. It also selects the dispersion (``dispersion="gene-batch"``)
+      and the library-size prior (``use_observed_lib_size=False``).
+    - ``labels`` (``y``) enter neither network; they only select the dispersion when
+      ``dispersion="gene-label"``.
+    - ``extra_categorical_covs`` (``cat_covs``, one column per key, ``n_cats_per_cov``) go
+      where the batch goes: the decoder always, the encoders if ``encode_covariates``.
+    - ``extra_continuous_covs`` (``cont_covs``, ``n_continuous_cov`` columns) are
+      concatenated to the decoder input ``z`` always and to the encoder input if
+      ``encode_covariates``.
+    - ``size_factor`` replaces the library size when ``use_size_factor_key``.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_batch
+        Number of batches; 0 or 1 means no batch correction.
+    n_labels
+        Number of labels.
+    n_hidden
+        Nodes per hidden layer of the encoders and the decoder.
+    n_latent
+        Dimension of the latent space.
+    n_layers
+        Hidden layers of the encoders and the decoder.
+    n_continuous_cov
+        Number of continuous covariates.
+    n_cats_per_cov
+        Number of categories of each extra categorical covariate.
+    dropout_rate
+        Dropout rate of the encoders (the decoder uses none).
+    dispersion
+        ``"gene"`` (one per gene), ``"gene-batch"``, ``"gene-label"`` or ``"gene-cell"`` (the
+        decoder predicts it per cell).
+    log_variational
+        Encode ``log1p(x)`` instead of ``x`` (numerical stability, not normalisation).
+    gene_likelihood
+        ``"zinb"``, ``"nb"``, ``"poisson"``, or ``"normal"`` for non-count data.
+    latent_distribution
+        ``"normal"`` or ``"ln"`` (logistic normal: ``z = softmax(u)``, ``u`` normal).
+    encode_covariates
+        Give the batch and the extra covariates to the encoders too.
+    deeply_inject_covariates
+        Add categorical covariates to every hidden layer, not only the first.
+    batch_representation
+        ``"one-hot"`` or ``"embedding"`` (a learnt vector per batch).
+    use_batch_norm, use_layer_norm
+        Where to normalise hidden layers: ``"encoder"``, ``"decoder"``, ``"both"``, ``"none"``.
+    use_size_factor_key
+        Scale the expression by the registered size factor instead of a library size.
+    use_observed_lib_size
+        Use each cell's total count as its library size; else infer a latent log-library with a
+        log-normal prior per batch (``library_log_means`` / ``library_log_vars``).
+    library_log_means, library_log_vars
+        Arrays of shape (1, n_batch) (or (n_batch,)): mean and variance of the log library
+        size of each batch.
+    var_activation
+        Positive map for the encoders' variances (default ``torch.exp``).
+    extra_encoder_kwargs, extra_decoder_kwargs
+        Further keyword arguments of ``Encoder`` and ``DecoderSCVI``.
+    batch_embedding_kwargs
+        Keyword arguments of the batch ``Embedding`` (default ``embedding_dim=5``).
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_batch: int = 0,
+        n_labels: int = 0,
+        n_hidden: int = 128,
+        n_latent: int = 10,
+        n_layers: int = 1,
+        n_continuous_cov: int = 0,
+        n_cats_per_cov: Sequence[int] | None = None,
+        dropout_rate: float = 0.1,
+        dispersion: Literal["gene", "gene-batch", "gene-label", "gene-cell"] = "gene",
+        log_variational: bool = True,
+        gene_likelihood: Literal["zinb", "nb", "poisson", "normal"] = "zinb",
+        latent_distribution: Literal["normal", "ln"] = "normal",
+        encode_covariates: bool = False,
+        deeply_inject_covariates: bool = True,
+        batch_representation: Literal["one-hot", "embedding"] = "one-hot",
+        use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
+        use_layer_norm: Literal["encoder", "decoder", "none", "both"] = "none",
+        use_size_factor_key: bool = False,
+        use_observed_lib_size: bool = True,
+        library_log_means: np.ndarray | None = None,
+        library_log_vars: np.ndarray | None = None,
+        var_activation: Callable[[Tensor], Tensor] | None = None,
+        extra_encoder_kwargs: dict[str, Any] | None = None,
+        extra_decoder_kwargs: dict[str, Any] | None = None,
+        batch_embedding_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("dispersion", dispersion, _DISPERSIONS)
+        check_choice("gene_likelihood", gene_likelihood, _LIKELIHOODS)
+        check_choice("latent_distribution", latent_distribution, _LATENTS)
+        check_choice("batch_representation", batch_representation, _BATCH_REPRESENTATIONS)
+        batch_norm_encoder, batch_norm_decoder = norm_flags("use_batch_norm", use_batch_norm)
+        layer_norm_encoder, layer_norm_decoder = norm_flags("use_layer_norm", use_layer_norm)
+        if dispersion == "gene-batch" and n_batch < 1:
+            raise ValueError("dispersion='gene-batch' needs n_batch >= 1 (batches to index).")
+        if dispersion == "gene-label" and n_labels < 1:
+            raise ValueError("dispersion='gene-label' needs n_labels >= 1 (labels to index).")
+
+        self.n_input = n_input
+        self.n_batch = n_batch
+        self.n_labels = n_labels
+        self.n_latent = n_latent
+        self.n_continuous_cov = n_continuous_cov
+        self.n_cats_per_cov = list(n_cats_per_cov or [])
+        self.dispersion = dispersion
+        self.log_variational = log_variational
+        self.gene_likelihood = gene_likelihood
+        self.latent_distribution = latent_distribution
+        self.encode_covariates = encode_covariates
+        self.batch_representation = batch_representation
+        self.use_size_factor_key = use_size_factor_key
+        # A size factor replaces the library entirely, so no library is modelled then.
+        self.use_observed_lib_size = use_size_factor_key or use_observed_lib_size
+        self._register_library_prior(library_log_means, library_log_vars)
+
+        # Per-gene dispersion tables, one row per batch / label (looked up by code); a Poisson
+        # likelihood has no dispersion at all.
+        uses_dispersion = gene_likelihood != "poisson"
+        n_rows = {"gene": 1, "gene-batch": n_batch, "gene-label": n_labels}.get(dispersion, 0)
+        self.px_r = (
+            torch.nn.Parameter(torch.randn(n_rows, n_input)) if n_rows and uses_dispersion else None
+        )
+
+        batch_width = 0
+        if batch_representation == "embedding":
+            embedding_kwargs = {"embedding_dim": 5, **(batch_embedding_kwargs or {})}
+            self.batch_embedding = Embedding(max(n_batch, 1), **embedding_kwargs)
+            batch_width = self.batch_embedding.embedding_dim
+            batch_as_category: list[int] = []
+        else:
+            self.batch_embedding = None
+            batch_as_category = [n_batch]
+        covariate_categories = batch_as_category + self.n_cats_per_cov
+
+        encoder_input = n_input
+        if encode_covariates:
+            encoder_input += n_continuous_cov + batch_width
+        encoder_kwargs = {
+            "n_cat_list": covariate_categories if encode_covariates else None,
+            "n_layers": n_layers,
+            "n_hidden": n_hidden,
+            "dropout_rate": dropout_rate,
+            "inject_covariates": deeply_inject_covariates,
+            "use_batch_norm": batch_norm_encoder,
+            "use_layer_norm": layer_norm_encoder,
+            "var_activation": var_activation,
+            "return_dist": True,
+            **(extra_encoder_kwargs or {}),
+        }
+        # The encoder draws the normal variable; the logistic-normal transform happens in
+        # ``inference`` so that the untransformed draw stays available (``marginal_ll``).
+        self.z_encoder = Encoder(encoder_input, n_latent, **encoder_kwargs)
+        # Only a modelled library needs its own encoder.
+        self.l_encoder = (
+            None
+            if self.use_observed_lib_size
+            else Encoder(encoder_input, 1, **{**encoder_kwargs, "n_layers": 1})
+        )
+        self.decoder = DecoderSCVI(
+            n_latent + n_continuous_cov + batch_width,
+            n_input,
+            n_cat_list=covariate_categories,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            inject_covariates=deeply_inject_covariates,
+            use_batch_norm=batch_norm_decoder,
+            use_layer_norm=layer_norm_decoder,
+            scale_activation="softplus" if use_size_factor_key else "softmax",
+            zero_inflation=gene_likelihood == "zinb",
+            cell_dispersion=dispersion == "gene-cell" and uses_dispersion,
+            **(extra_decoder_kwargs or {}),
+        )
+
+    def _register_library_prior(
+        self, library_log_means: np.ndarray | None, library_log_vars: np.ndarray | None
+    ) -> None:
+        if self.use_observed_lib_size:
+            self.library_log_means = self.library_log_vars = None
+            return
+        if library_log_means is None or library_log_vars is None:
+            raise ValueError(
+                "use_observed_lib_size=False models the library size and needs its prior: pass "
+                "library_log_means and library_log_vars, arrays of shape (1, n_batch) holding "
+                "the mean and variance of log library sizes per batch."
+            )
+        n_rows = max(self.n_batch, 1)
+        tables = []
+        for name, values in (("library_log_means", library_log_means), ("library_log_vars", library_log_vars)):
+            table = torch.as_tensor(np.asarray(values, dtype=np.float32))
+            if table.numel() != n_rows or table.dim() > 2 or (table.dim() == 2 and table.shape[0] != 1):
+                raise ValueError(
+                    f"{name} must have shape (1, n_batch) = (1, {n_rows}), got {tuple(table.shape)}."
+                )
+            tables.append(table.reshape(n_rows, 1))
+        if not torch.isfinite(tables[0]).all() or not (tables[1] > 0).all():
+            raise ValueError("library_log_means must be finite and library_log_vars positive.")
+        self.register_buffer("library_log_means", tables[0])
+        self.register_buffer("library_log_vars", tables[1])
+
+    # The inference and generative inputs -------------------------------------------------
+
+    def _get_inference_input(self, tensors: dict[str, Tensor], **kwargs: Any) -> dict[str, Any]:
+        return {
+            "x": tensors[REGISTRY_KEYS.X_KEY],
+            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
+            **self._covariates(tensors),
+        }
+
+    def _covariates(self, tensors: dict[str, Tensor]) -> dict[str, Tensor | None]:
+        """The extra covariates this module was built for (others in ``tensors`` are ignored)."""
+        return {
+            "cont_covs": tensors[REGISTRY_KEYS.CONT_COVS_KEY] if self.n_continuous_cov else None,
+            "cat_covs": tensors[REGISTRY_KEYS.CAT_COVS_KEY] if self.n_cats_per_cov else None,
+        }
+
+    def _get_generative_input(
+        self, tensors: dict[str, Tensor], inference_outputs: dict[str, Any], **kwargs: Any
+    ) -> dict[str, Any]:
+        return {
+            "z": inference_outputs["z"],
+            "library": inference_outputs["library"],
+            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
+            "y": tensors.get(REGISTRY_KEYS.LABELS_KEY),
+            "size_factor": tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
+            **self._covariates(tensors),
+        }
+
+    def _covariate_codes(
+        self, batch_index: Tensor | None, cat_covs: Tensor | None, n_cells: int, device: torch.device
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Batch codes (zeros when absent) and the columns of the extra categorical covariates."""
+        if batch_index is None:
+            batch_index = torch.zeros(n_cells, 1, dtype=torch.long, device=device)
+        columns = list(cat_covs.long().unbind(dim=-1)) if cat_covs is not None else []
+        if len(columns) != len(self.n_cats_per_cov):
+            raise ValueError(
+                f"This VAE was built for {len(self.n_cats_per_cov)} categorical covariates "
+                f"(n_cats_per_cov={self.n_cats_per_cov}) but got {len(columns)}."
+            )
+        return batch_index, columns
+
+    def _network_inputs(
+        self, values: Tensor, batch_index: Tensor, columns: list[Tensor], cont_covs: Tensor | None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Append continuous covariates (and a batch embedding) to ``values``; list the codes."""
+        extra = []
+        if cont_covs is not None:
+            extra.append(cont_covs.to(values.dtype))
+        if self.batch_embedding is not None:
+            extra.append(self.batch_embedding(batch_index))
+            return _concat(values, extra), columns
+        return _concat(values, extra), [batch_index, *columns]
+
+    # Inference ---------------------------------------------------------------------------
+
+    @auto_move_data
+    def inference(
+        self,
+        x: Tensor,
+        batch_index: Tensor | None = None,
+        cont_covs: Tensor | None = None,
+        cat_covs: Tensor | None = None,
+        n_samples: int = 1,
+    ) -> dict[str, Any]:
+        """Encode counts into the posterior ``qz`` (and ``ql``) and draw ``z`` and the library.
+
+        Returns a dict with ``qz``, ``z`` (and ``untran_z``, the normal draw before the
+        logistic-normal transform), ``ql`` (None for an observed library) and ``library``
+        (the log library size). With ``n_samples > 1`` draws have a leading sample dimension.
+        """
+        batch_index, columns = self._covariate_codes(batch_index, cat_covs, x.shape[0], x.device)
+        encoder_values = torch.log1p(x) if self.log_variational else x
+        if self.encode_covariates:
+            encoder_values, codes = self._network_inputs(encoder_values, batch_index, columns, cont_covs)
+        else:
+            codes = []
+        qz, untran_z = self.z_encoder(encoder_values, *codes)
+        if n_samples > 1:
+            untran_z = qz.rsample((n_samples,))
+        z = F.softmax(untran_z, dim=-1) if self.latent_distribution == "ln" else untran_z
+
+        ql = None
+        if self.use_observed_lib_size:
+            library = torch.log(x.sum(dim=-1, keepdim=True))
+            if n_samples > 1:
+                library = library.expand(n_samples, *library.shape)
+        else:
+            ql, library = self.l_encoder(encoder_values, *codes)
+            if n_samples > 1:
+                library = ql.rsample((n_samples,))
+        return {"qz": qz, "z": z, "untran_z": untran_z, "ql": ql, "library": library}
+
+    # Generative model --------------------------------------------------------------------
+
+    @auto_move_data
+    def generative(
+        self,
+        z: Tensor,
+        library: Tensor,
+        batch_index: Tensor | None = None,
+        cont_covs: Tensor | None = None,
+        cat_covs: Tensor | None = None,
+        size_factor: Tensor | None = None,
+        y: Tensor | None = None,
+        transform_batch: int | None = None,
+    ) -> dict[str, Distribution | None]:
+        """Decode ``z`` into the count distribution ``px`` and the priors ``pz`` and ``pl``.
+
+        Parameters
+        ----------
+        z, library
+            Latent sample and log library size from ``inference``.
+        batch_index, cont_covs, cat_covs, y
+            Covariates of the cells (see the class docstring for where each goes).
+        size_factor
+            Size factors (natural scale), used instead of the library if
+            ``use_size_factor_key``.
+        transform_batch
+            Decode every cell as if it came from this batch (counterfactual expression).
+        """
+        n_cells = z.shape[-2]
+        batch_index, columns = self._covariate_codes(batch_index, cat_covs, n_cells, z.device)
+        if transform_batch is not None:
+            batch_index = torch.full_like(batch_index, int(transform_batch))
+        if cont_covs is not None and z.dim() == 3:
+            cont_covs = cont_covs.expand(z.shape[0], *cont_covs.shape)
+        if self.use_size_factor_key:
+            if size_factor is None:
+                raise ValueError("use_size_factor_key=True but no size_factor was given.")
+            library = torch.log(size_factor)
+        decoder_values, codes = self._network_inputs(z, batch_index, columns, cont_covs)
+        px_scale, px_r, px_rate, px_dropout = self.decoder(
+            self.dispersion, decoder_values, library, *codes
+        )
+        if self.gene_likelihood == "poisson":
+            px = Poisson(px_rate)
+        else:
+            if self.dispersion != "gene-cell":
+                px_r = self._dispersion_table(batch_index, y)
+            px = self._likelihood(px_scale, torch.exp(px_r), px_rate, px_dropout)
+
+        pz = Normal(torch.zeros_like(z), torch.ones_like(z))
+        pl = None
+        if not self.use_observed_lib_size:
+            prior_rows = batch_index.long().reshape(-1)
+            pl = Normal(
+                self.library_log_means[prior_rows], self.library_log_vars[prior_rows].sqrt()
+            )
+        return {"px": px, "pz": pz, "pl": pl}
+
+    def _dispersion_table(self, batch_index: Tensor, y: Tensor | None) -> Tensor:
+        if self.dispersion == "gene":
+            return self.px_r[0]
+        if self.dispersion == "gene-batch":
+            return self.px_r[batch_index.long().reshape(-1)]
+        if y is None:
+            raise ValueError("dispersion='gene-label' needs the labels (y) of the cells.")
+        return self.px_r[y.long().reshape(-1)]
+
+    def _likelihood(
+        self, px_scale: Tensor, px_r: Tensor, px_rate: Tensor, px_dropout: Tensor | None
+    ) -> Distribution:
+        if self.gene_likelihood == "zinb":
+            return ZeroInflatedNegativeBinomial(
+                mu=px_rate, theta=px_r, zi_logits=px_dropout, scale=px_scale
+            )
+        if self.gene_likelihood == "nb":
+            return NegativeBinomial(mu=px_rate, theta=px_r, scale=px_scale)
+        return Normal(px_rate, px_r)
+
+    # Loss and evaluation -----------------------------------------------------------------
+
+    def loss(
+        self,
+        tensors: dict[str, Tensor],
+        inference_outputs: dict[str, Any],
+        generative_outputs: dict[str, Any],
+        kl_weight: float | Tensor = 1.0,
+    ) -> LossOutput:
+        """Negative ELBO: reconstruction + ``kl_weight`` * KL(z) + KL(library), cell mean."""
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        reconstruction_loss = -generative_outputs["px"].log_prob(x).sum(-1)
+        kl_z = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
+        if self.use_observed_lib_size:
+            kl_library = torch.zeros_like(kl_z)
+        else:
+            kl_library = kl_divergence(inference_outputs["ql"], generative_outputs["pl"]).sum(-1)
+        loss = torch.mean(reconstruction_loss + kl_weight * kl_z + kl_library)
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction_loss,
+            kl_local={"kl_divergence_z": kl_z, "kl_divergence_l": kl_library},
+        )
+
+    @torch.inference_mode()
+    def sample(
+        self, tensors: dict[str, Tensor], n_samples: int = 1, max_poisson_rate: float = 1e8
+    ) -> Tensor:
+        """Draw counts from the posterior predictive ``p(x_new | x)``.
+
+        Returns a CPU tensor of shape (n_cells, n_genes), or (n_cells, n_genes, n_samples)
+        when ``n_samples > 1``.
+        """
+        _, generative_outputs = self.forward(
+            tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
+        )
+        px = generative_outputs["px"]
+        if isinstance(px, Poisson):
+            px = Poisson(px.rate.clamp(max=max_poisson_rate))
+        draws = px.sample()
+        if n_samples > 1:
+            draws = draws.permute(1, 2, 0)
+        return draws.cpu()
+
+    @torch.inference_mode()
+    def marginal_ll(
+        self,
+        tensors: dict[str, Tensor],
+        n_mc_samples: int,
+        return_mean: bool = False,
+        n_mc_samples_per_pass: int = 1,
+    ) -> Tensor | float:
+        """Importance-sampling estimate of ``log p(x)`` per cell, with ``q(z, l | x)`` as proposal.
+
+        ``log p(x) ~= logsumexp_k [log p(x|z_k,l_k) + log p(z_k) + log p(l_k) - log q(z_k,l_k|x)]
+        - log K``. It is a stochastic lower bound that tightens to ``log p(x)`` as
+        ``n_mc_samples`` grows, and is never below the ELBO in expectation.
+        """
+        if n_mc_samples < 1 or n_mc_samples_per_pass < 1:
+            raise ValueError("n_mc_samples and n_mc_samples_per_pass must be >= 1.")
+        x = tensors[REGISTRY_KEYS.X_KEY].to(self.device)
+        log_weights = []
+        remaining = n_mc_samples
+        while remaining > 0:
+            n_pass = min(n_mc_samples_per_pass, remaining)
+            remaining -= n_pass
+            inference_outputs, generative_outputs = self.forward(
+                tensors, inference_kwargs={"n_samples": n_pass}, compute_loss=False
+            )
+            untran_z = _with_sample_dim(inference_outputs["untran_z"], n_pass)
+            qz = inference_outputs["qz"]
+            log_weight = (
+                generative_outputs["px"].log_prob(x).reshape(n_pass, x.shape[0], -1).sum(-1)
+                + Normal(torch.zeros_like(untran_z), 1.0).log_prob(untran_z).sum(-1)
+                - qz.log_prob(untran_z).sum(-1)
+            )
+            if not self.use_observed_lib_size:
+                library = _with_sample_dim(inference_outputs["library"], n_pass)
+                log_weight = (
+                    log_weight
+                    + generative_outputs["pl"].log_prob(library).sum(-1)
+                    - inference_outputs["ql"].log_prob(library).sum(-1)
+                )
+            log_weights.append(log_weight)
+        log_lik = torch.logsumexp(torch.cat(log_weights, dim=0), dim=0) - math.log(n_mc_samples)
+        return log_lik.mean().item() if return_mean else log_lik
+
+
+def _concat(values: Tensor, extra: list[Tensor]) -> Tensor:
+    if not extra:
+        return values
+    leading = values.shape[:-1]
+    return torch.cat([values, *(tensor.expand(*leading, tensor.shape[-1]) for tensor in extra)], dim=-1)
+
+
+def _with_sample_dim(draws: Tensor, n_samples: int) -> Tensor:
+    return draws if n_samples > 1 else draws.unsqueeze(0)

@@ -1,0 +1,7 @@
+"""The contracts user modules implement: ``BaseModuleClass`` and its helpers."""
+
+from cellvi.module.base._base_module import BaseModuleClass
+from cellvi.module.base._decorators import auto_move_data
+from cellvi.module.base._loss_output import LossOutput
+
+__all__ = ["BaseModuleClass", "LossOutput", "auto_move_data"]

@@ -1,0 +1,123 @@
+"""``TrainRunner``: fit a training plan on a data splitter and record the result on a model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import Logger
+
+from cellvi.train._early_stopping import ValidatedEarlyStopping
+from cellvi.train._logger import HistoryLogger
+
+
+class TrainRunner:
+    """Build a Lightning ``Trainer``, fit, and store the outcome on the model.
+
+    Parameters
+    ----------
+    model
+        Object receiving the results (a cellvi model class; any object with settable
+        attributes).
+    training_plan
+        The LightningModule to fit, usually a :class:`TrainingPlan`.
+    data_splitter
+        LightningDataModule with ``train_idx``, ``val_idx`` and ``test_idx``.
+    max_epochs
+        Number of epochs (see :func:`default_max_epochs`).
+    accelerator
+        Lightning accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``, ``"cuda"``, ...
+    devices
+        Lightning devices.
+    early_stopping
+        Stop when ``early_stopping_monitor`` stops improving.
+    early_stopping_monitor
+        Logged metric to monitor; a ``*_validation`` metric needs a validation set.
+    early_stopping_patience
+        Epochs without improvement before stopping.
+    early_stopping_min_delta
+        Smallest change that counts as an improvement.
+    early_stopping_mode
+        ``"min"`` or ``"max"``.
+    enable_progress_bar
+        Show Lightning's progress bar.
+    **trainer_kwargs
+        Further ``lightning.pytorch.Trainer`` arguments. Checkpointing is off and sanity
+        validation steps are 0 unless given; extra ``callbacks`` and ``logger`` are kept
+        beside the runner's own.
+
+    Attributes
+    ----------
+    trainer
+        The Lightning trainer.
+    history_logger
+        The :class:`HistoryLogger` recording the metrics.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        training_plan: pl.LightningModule,
+        data_splitter: pl.LightningDataModule,
+        max_epochs: int,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        *,
+        early_stopping: bool = False,
+        early_stopping_monitor: str = "elbo_validation",
+        early_stopping_patience: int = 45,
+        early_stopping_min_delta: float = 0.0,
+        early_stopping_mode: Literal["min", "max"] = "min",
+        enable_progress_bar: bool = True,
+        **trainer_kwargs: Any,
+    ) -> None:
+        self.model = model
+        self.training_plan = training_plan
+        self.data_splitter = data_splitter
+        self.history_logger = HistoryLogger()
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        if early_stopping:
+            callbacks.append(
+                ValidatedEarlyStopping(
+                    monitor=early_stopping_monitor,
+                    patience=early_stopping_patience,
+                    min_delta=early_stopping_min_delta,
+                    mode=early_stopping_mode,
+                )
+            )
+        loggers = [self.history_logger, *_user_loggers(trainer_kwargs.pop("logger", None))]
+        trainer_kwargs.setdefault("enable_checkpointing", False)
+        trainer_kwargs.setdefault("num_sanity_val_steps", 0)
+        self.trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            callbacks=callbacks,
+            logger=loggers,
+            enable_progress_bar=enable_progress_bar,
+            **trainer_kwargs,
+        )
+
+    def __call__(self) -> None:
+        """Fit, then set ``is_trained_``, the split indices, ``history_`` and ``trainer``.
+
+        The module is left in eval mode on the device where Lightning leaves it.
+        """
+        self.trainer.fit(self.training_plan, self.data_splitter)
+        self.training_plan.eval()
+        self.model.is_trained_ = True
+        self.model.train_indices = self.data_splitter.train_idx
+        self.model.validation_indices = self.data_splitter.val_idx
+        self.model.test_indices = self.data_splitter.test_idx
+        self.model.history_ = self.history_logger.history
+        self.model.trainer = self.trainer
+
+
+def _user_loggers(logger: bool | Logger | Iterable[Logger] | None) -> list[Logger]:
+    """Loggers a caller passed; booleans mean Lightning's default and add none."""
+    if logger is None or isinstance(logger, bool):
+        return []
+    if isinstance(logger, Logger):
+        return [logger]
+    return list(logger)

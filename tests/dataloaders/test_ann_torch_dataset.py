@@ -1,0 +1,93 @@
+"""``AnnTorchDataset``: keys, dtypes, shapes and values of the tensors a minibatch holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+from cellvi.data import REGISTRY_KEYS
+from cellvi.dataloaders import AnnTorchDataset
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
+CATEGORICAL = {REGISTRY_KEYS.BATCH_KEY, REGISTRY_KEYS.LABELS_KEY, REGISTRY_KEYS.CAT_COVS_KEY}
+
+
+def test_every_registered_field_is_served_with_its_dtype_and_shape(manager):
+    batch = AnnTorchDataset(manager)[np.arange(6)]
+    assert set(batch) == set(manager.data_registry)
+    widths = {
+        REGISTRY_KEYS.X_KEY: 7,
+        REGISTRY_KEYS.BATCH_KEY: 1,
+        REGISTRY_KEYS.LABELS_KEY: 1,
+        REGISTRY_KEYS.SIZE_FACTOR_KEY: 1,
+        REGISTRY_KEYS.CAT_COVS_KEY: 2,
+        REGISTRY_KEYS.CONT_COVS_KEY: 2,
+        REGISTRY_KEYS.PROTEIN_EXP_KEY: 3,
+    }
+    for key, tensor in batch.items():
+        assert isinstance(tensor, torch.Tensor)
+        assert tensor.dtype == (torch.int64 if key in CATEGORICAL else torch.float32), key
+        assert tuple(tensor.shape) == (6, widths[key]), key
+
+
+def test_values_match_the_anndata_rows_in_the_order_asked(any_manager, expected_arrays):
+    rows = np.array([9, 2, 31, 2, 0])  # unsorted, with a repeat
+    batch = AnnTorchDataset(any_manager)[rows]
+    for key, expected in expected_arrays(any_manager.adata).items():
+        np.testing.assert_array_equal(batch[key].numpy(), expected[rows], err_msg=key)
+
+
+def test_sparse_storage_stays_sparse_and_csc_becomes_csr(make_manager):
+    assert AnnTorchDataset(make_manager("csr")).data[REGISTRY_KEYS.X_KEY].format == "csr"
+    assert AnnTorchDataset(make_manager("csc")).data[REGISTRY_KEYS.X_KEY].format == "csr"
+    assert isinstance(AnnTorchDataset(make_manager("dense")).data["X"], np.ndarray)
+
+
+def test_data_and_attributes_selects_keys_and_overrides_dtypes(manager):
+    keys = [REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY]
+    assert set(AnnTorchDataset(manager, data_and_attributes=keys)[[0, 1]]) == set(keys)
+    batch = AnnTorchDataset(
+        manager, data_and_attributes={REGISTRY_KEYS.X_KEY: np.float64, REGISTRY_KEYS.BATCH_KEY: np.int32}
+    )[[0, 1]]
+    assert batch[REGISTRY_KEYS.X_KEY].dtype == torch.float64
+    assert batch[REGISTRY_KEYS.BATCH_KEY].dtype == torch.int32
+
+
+def test_data_and_attributes_rejects_unregistered_keys(manager):
+    with pytest.raises(KeyError, match="'nope'.*available"):
+        AnnTorchDataset(manager, data_and_attributes=["X", "nope"])
+
+
+def test_int_and_slice_indexing_and_out_of_range(manager, expected_arrays):
+    dataset = AnnTorchDataset(manager)
+    assert len(dataset) == manager.adata.n_obs
+    expected = expected_arrays(manager.adata)["X"]
+    np.testing.assert_array_equal(dataset[3]["X"].numpy(), expected[[3]])
+    np.testing.assert_array_equal(dataset[2:5]["X"].numpy(), expected[2:5])
+    with pytest.raises(ValueError, match="index 50 is out of range for 50 cells"):
+        dataset[[0, 50]]
+
+
+def test_load_sparse_tensor_serves_torch_csr_for_sparse_fields(make_manager, expected_arrays):
+    manager = make_manager("csr")
+    rows = np.array([4, 1, 8])
+    batch = AnnTorchDataset(manager, load_sparse_tensor=True)[rows]
+    x = batch[REGISTRY_KEYS.X_KEY]
+    assert x.layout == torch.sparse_csr and x.dtype == torch.float32
+    np.testing.assert_array_equal(x.to_dense().numpy(), expected_arrays(manager.adata)["X"][rows])
+    assert batch[REGISTRY_KEYS.BATCH_KEY].layout == torch.strided  # dense fields stay dense
+
+
+def test_non_canonical_csr_is_summed_for_the_sparse_tensor(make_manager):
+    manager = make_manager("dense")
+    # Two entries for one (row, column) pair: the sparse tensor must carry their sum.
+    matrix = sparse.csr_matrix(
+        (np.array([1.0, 2.0], np.float32), np.array([3, 3]), np.array([0, 2] + [2] * 49)),
+        shape=(50, 7),
+    )
+    manager.adata.X = matrix
+    x = AnnTorchDataset(manager, load_sparse_tensor=True)[[0]][REGISTRY_KEYS.X_KEY]
+    assert x.to_dense()[0, 3].item() == 3.0

@@ -1,0 +1,49 @@
+import copy
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from _train_toys import FakeSplitter, LinearVAE, NaNAtCallVAE, fit, toy_data
+
+from cellvi.train import NonFiniteLossError
+
+
+class _Snapshot(pl.Callback):
+    """Keeps the module's weights as they were before each training batch."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.state = copy.deepcopy(pl_module.module.state_dict())
+
+
+def test_nan_loss_raises_before_the_optimizer_step():
+    module = NaNAtCallVAE(nan_at=4)  # 20 cells in batches of 8: step 4 is in epoch 1
+    initial = copy.deepcopy(module.state_dict())
+    snapshot = _Snapshot()
+    with pytest.raises(NonFiniteLossError, match="global step 4 \\(epoch 1\\)") as info:
+        fit(module, FakeSplitter(toy_data(20), n_val=0, batch_size=8), max_epochs=5,
+            callbacks=[snapshot])
+    assert isinstance(info.value, FloatingPointError)
+    assert (info.value.step, info.value.epoch) == (4, 1)
+    assert info.value.terms == ["reconstruction_loss['gene_nll']"]
+    assert "gene_nll" in str(info.value)
+    assert "kl_local" not in info.value.terms
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, snapshot.state[name]), name
+        assert torch.isfinite(value).all()
+    assert not torch.equal(initial["decoder.weight"], module.decoder.weight)
+
+
+def test_check_finite_off_lets_nan_through():
+    module = NaNAtCallVAE(nan_at=1)
+    fit(module, FakeSplitter(toy_data(10)), max_epochs=1, plan_kwargs={"check_finite": False})
+    assert not torch.isfinite(module.decoder.weight).all()
+
+
+def test_error_without_non_finite_term():
+    err = NonFiniteLossError(step=3, epoch=0, terms=[])
+    assert "only the total loss" in str(err)
+
+
+def test_finite_training_is_not_interrupted():
+    model, _ = fit(LinearVAE(), FakeSplitter(toy_data(10)), max_epochs=2)
+    assert model.is_trained_

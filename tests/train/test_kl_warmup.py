@@ -1,0 +1,44 @@
+import pytest
+from _train_toys import FakeSplitter, LinearVAE, fit, toy_data
+
+from cellvi.train import TrainingPlan
+from cellvi.train._kl_weight import compute_kl_weight
+
+
+@pytest.mark.parametrize(
+    ("epoch", "step", "n_epochs", "n_steps", "expected"),
+    [
+        (0, 0, 4, None, 0.5),
+        (2, 99, 4, None, 0.75),
+        (9, 0, 4, None, 1.0),
+        (3, 5, 4, 10, 0.75),  # steps take precedence over epochs
+        (0, 20, None, 10, 1.0),
+        (7, 7, None, None, 1.0),
+    ],
+)
+def test_compute_kl_weight(epoch, step, n_epochs, n_steps, expected):
+    assert compute_kl_weight(epoch, step, n_epochs, n_steps, 1.0, 0.5) == pytest.approx(expected)
+
+
+def test_kl_weight_property_before_training():
+    assert TrainingPlan(LinearVAE(), min_kl_weight=0.1).kl_weight == pytest.approx(0.1)
+    assert TrainingPlan(LinearVAE(), n_epochs_kl_warmup=None, max_kl_weight=0.7).kl_weight == 0.7
+
+
+def test_warmup_by_epochs():
+    module = LinearVAE()  # 10 cells in batches of 5: two steps per epoch
+    model, _ = fit(module, FakeSplitter(toy_data(10)), max_epochs=6,
+                   plan_kwargs={"n_epochs_kl_warmup": 4})
+    expected = [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert module.kl_weights_seen == pytest.approx([w for w in expected for _ in range(2)])
+    assert list(model.history_["kl_weight"]["kl_weight"]) == pytest.approx(expected)
+
+
+def test_warmup_by_steps():
+    module = LinearVAE()
+    model, _ = fit(module, FakeSplitter(toy_data(10)), max_epochs=4,
+                   plan_kwargs={"n_steps_kl_warmup": 5, "min_kl_weight": 0.5,
+                                "max_kl_weight": 1.5})
+    assert module.kl_weights_seen == pytest.approx([0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.5, 1.5])
+    # The logged weight is that of each epoch's last step.
+    assert list(model.history_["kl_weight"]["kl_weight"]) == pytest.approx([0.7, 1.1, 1.5, 1.5])
