@@ -1,8 +1,19 @@
 """cellvi: deep probabilistic analysis of single-cell omics."""
 
-from cellvi import data
+from cellvi import data, dataloaders, distributions, model, module, nn, train
 from cellvi._settings import settings
 from cellvi._version import __version__
 from cellvi.data import REGISTRY_KEYS
 
-__all__ = ["REGISTRY_KEYS", "__version__", "data", "settings"]
+__all__ = [
+    "REGISTRY_KEYS",
+    "__version__",
+    "data",
+    "dataloaders",
+    "distributions",
+    "model",
+    "module",
+    "nn",
+    "settings",
+    "train",
+]

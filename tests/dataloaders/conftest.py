@@ -99,26 +99,34 @@ def expected_arrays(adata: AnnData) -> dict[str, np.ndarray]:
     }
 
 
+# The manager refers to its AnnData weakly, so each fixture keeps the AnnData alive itself
+# for as long as the test runs.
+
+
 @pytest.fixture
-def make_manager() -> Callable[..., AnnDataManager]:
+def make_manager() -> Iterator[Callable[..., AnnDataManager]]:
     """Build and register an AnnData: ``make_manager(x_format="csr", n_cells=50)``."""
+    alive: list[AnnData] = []
 
     def make(x_format: str = "dense", n_cells: int = N_CELLS) -> AnnDataManager:
-        return register(build_adata(n_cells=n_cells, x_format=x_format))
+        alive.append(build_adata(n_cells=n_cells, x_format=x_format))
+        return register(alive[-1])
 
-    return make
+    yield make
 
 
 @pytest.fixture
-def manager() -> AnnDataManager:
+def manager() -> Iterator[AnnDataManager]:
     """Dense counts, every field registered."""
-    return register(build_adata())
+    adata = build_adata()
+    yield register(adata)
 
 
 @pytest.fixture(params=["dense", "csr", "csc"])
-def any_manager(request) -> AnnDataManager:
+def any_manager(request) -> Iterator[AnnDataManager]:
     """The same data with X stored dense, CSR and CSC."""
-    return register(build_adata(x_format=request.param))
+    adata = build_adata(x_format=request.param)
+    yield register(adata)
 
 
 @pytest.fixture(name="expected_arrays")

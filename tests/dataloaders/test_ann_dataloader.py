@@ -47,7 +47,8 @@ def test_unshuffled_batches_equal_the_anndata_rows_in_order(any_manager, expecte
 def test_csr_and_csc_serve_the_same_tensors_as_dense(make_manager):
     dense = list(AnnDataLoader(make_manager("dense"), batch_size=12))
     for x_format in ("csr", "csc"):
-        for got, want in zip(AnnDataLoader(make_manager(x_format), batch_size=12), dense, strict=True):
+        loader = AnnDataLoader(make_manager(x_format), batch_size=12)
+        for got, want in zip(loader, dense, strict=True):
             assert got.keys() == want.keys()
             for key in want:
                 torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
@@ -164,7 +165,9 @@ def test_shuffled_batches_are_ascending_unshuffled_keep_the_given_order(manager)
     np.testing.assert_array_equal(batch, given)
 
 
-@pytest.mark.parametrize(("batch_size", "error"), [(0, ValueError), (2.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    ("batch_size", "error"), [(0, ValueError), (2.5, TypeError), (True, TypeError)]
+)
 def test_invalid_batch_size_is_refused(manager, batch_size, error):
     with pytest.raises(error, match="batch_size"):
         AnnDataLoader(manager, batch_size=batch_size)

@@ -49,9 +49,8 @@ def test_sparse_storage_stays_sparse_and_csc_becomes_csr(make_manager):
 def test_data_and_attributes_selects_keys_and_overrides_dtypes(manager):
     keys = [REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY]
     assert set(AnnTorchDataset(manager, data_and_attributes=keys)[[0, 1]]) == set(keys)
-    batch = AnnTorchDataset(
-        manager, data_and_attributes={REGISTRY_KEYS.X_KEY: np.float64, REGISTRY_KEYS.BATCH_KEY: np.int32}
-    )[[0, 1]]
+    dtypes = {REGISTRY_KEYS.X_KEY: np.float64, REGISTRY_KEYS.BATCH_KEY: np.int32}
+    batch = AnnTorchDataset(manager, data_and_attributes=dtypes)[[0, 1]]
     assert batch[REGISTRY_KEYS.X_KEY].dtype == torch.float64
     assert batch[REGISTRY_KEYS.BATCH_KEY].dtype == torch.int32
 
@@ -91,3 +90,13 @@ def test_non_canonical_csr_is_summed_for_the_sparse_tensor(make_manager):
     manager.adata.X = matrix
     x = AnnTorchDataset(manager, load_sparse_tensor=True)[[0]][REGISTRY_KEYS.X_KEY]
     assert x.to_dense()[0, 3].item() == 3.0
+
+
+def test_a_manager_without_anndata_is_refused():
+    from cellvi.data import AnnDataManager
+    from cellvi.dataloaders import DataSplitter
+
+    with pytest.raises(ValueError, match="holds no AnnData"):
+        AnnTorchDataset(AnnDataManager(fields=[]))
+    with pytest.raises(ValueError, match="holds no AnnData"):
+        DataSplitter(AnnDataManager(fields=[]))

@@ -45,7 +45,10 @@ def test_the_three_splits_may_cover_every_cell(manager):
             [np.array([1, 3, 5, 7]), np.array([3, 5, 8]), None],
             r"indices \[3, 5\] appear in both train and validation",
         ),
-        ([np.array([1, 2]), None, np.array([2, 9])], r"indices \[2\] appear in both train and test"),
+        (
+            [np.array([1, 2]), None, np.array([2, 9])],
+            r"indices \[2\] appear in both train and test",
+        ),
         (
             [np.array([1]), np.array([4, 6]), np.array([6])],
             r"indices \[6\] appear in both validation and test",

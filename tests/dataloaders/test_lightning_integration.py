@@ -1,4 +1,4 @@
-"""Lightning consumes a ``DataSplitter``: one epoch of a trivial model, with and without validation."""
+"""Lightning fits a trivial model on a ``DataSplitter``, with and without validation cells."""
 
 from __future__ import annotations
 

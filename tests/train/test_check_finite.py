@@ -5,7 +5,7 @@ import pytest
 import torch
 from _train_toys import FakeSplitter, LinearVAE, NaNAtCallVAE, fit, toy_data
 
-from cellvi.train import NonFiniteLossError
+from cellvi.train import NonFiniteLossError, TrainingPlan
 
 
 class _Snapshot(pl.Callback):
@@ -47,3 +47,24 @@ def test_error_without_non_finite_term():
 def test_finite_training_is_not_interrupted():
     model, _ = fit(LinearVAE(), FakeSplitter(toy_data(10)), max_epochs=2)
     assert model.is_trained_
+
+
+@pytest.mark.parametrize(("check_finite", "expected_readbacks"), [(False, 0), (True, 1)])
+def test_training_step_readbacks(monkeypatch, check_finite, expected_readbacks):
+    # A readback (item/bool/float...) blocks the host until the GPU catches up: the epoch
+    # sums must stay on the device, and check_finite costs exactly one scalar per step.
+    plan = TrainingPlan(LinearVAE(), check_finite=check_finite)
+    batch = {"X": toy_data(8)}
+    readbacks = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            readbacks.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for _ in range(3):
+        plan.training_step(batch, 0)
+    plan._train_sums.compute()
+    assert len(readbacks) == 3 * expected_readbacks

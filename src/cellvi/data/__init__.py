@@ -4,5 +4,15 @@ from cellvi.data import fields
 from cellvi.data._constants import REGISTRY_KEYS
 from cellvi.data._manager import AnnDataManager, SummaryStats
 from cellvi.data._manager_store import ManagerStoreMixin
+from cellvi.data._simulate import simulate
+from cellvi.data._synthetic import synthetic_iid
 
-__all__ = ["REGISTRY_KEYS", "AnnDataManager", "ManagerStoreMixin", "SummaryStats", "fields"]
+__all__ = [
+    "REGISTRY_KEYS",
+    "AnnDataManager",
+    "ManagerStoreMixin",
+    "SummaryStats",
+    "fields",
+    "simulate",
+    "synthetic_iid",
+]

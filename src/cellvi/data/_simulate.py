@@ -21,8 +21,8 @@ _Job = tuple[int, np.random.SeedSequence]
 _CsrPiece = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 # About 65k entries per dense chunk: every temporary of a chunk (at most 512 kB) stays in the
-# CPU cache through the chain of vectorised steps, which roughly halves the time against
-# megabyte-sized chunks, while the per-chunk Python overhead stays a few percent.
+# CPU cache through the chain of vectorised steps (measured about 1.5x faster than chunks of a
+# million entries), while the per-chunk Python overhead stays a few percent.
 _CHUNK_ELEMENTS = 1 << 16
 
 

@@ -1,4 +1,4 @@
-"""Minibatches of registered AnnData fields: dataset, data loader and train/validation/test split."""
+"""Minibatches of registered AnnData fields: dataset, data loader, train/validation/test split."""
 
 from cellvi.dataloaders._ann_dataloader import AnnDataLoader
 from cellvi.dataloaders._data_splitter import DataSplitter

@@ -67,8 +67,8 @@ class DataSplitter(pl.LightningDataModule):
     """Split the registered cells into train, validation and test sets, with their loaders.
 
     The splits are drawn at construction, so ``train_idx``, ``val_idx`` and ``test_idx`` can
-    be read right away. An empty validation (or test) split yields no loader, so Lightning
-    runs no validation loop.
+    be read right away. An empty validation (or test) split yields ``[]`` instead of a loader,
+    which Lightning takes as "no validation loop" (it warns that the list is empty).
 
     Parameters
     ----------
@@ -113,8 +113,12 @@ class DataSplitter(pl.LightningDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if adata_manager.adata is None:
-            raise ValueError("The AnnDataManager holds no AnnData: call register_fields first.")
+        adata = adata_manager.adata
+        if adata is None:
+            raise ValueError(
+                "The AnnDataManager holds no AnnData: register one first, and keep a reference "
+                "to it (the manager refers to it weakly)."
+            )
         self.adata_manager = adata_manager
         self.train_size = train_size
         self.validation_size = validation_size
@@ -123,7 +127,7 @@ class DataSplitter(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.drop_last = kwargs.pop("drop_last", False)
         self.data_loader_kwargs = kwargs
-        n_cells = int(adata_manager.adata.n_obs)
+        n_cells = int(adata.n_obs)
         if external_indexing is not None:
             self.train_idx, self.val_idx, self.test_idx = validate_external_indexing(
                 external_indexing, n_cells

@@ -52,9 +52,14 @@ class AnnTorchDataset(Dataset):
         data_and_attributes: Sequence[str] | Mapping[str, npt.DTypeLike] | None = None,
         load_sparse_tensor: bool = False,
     ) -> None:
-        if adata_manager.adata is None:
-            raise ValueError("The AnnDataManager holds no AnnData: call register_fields first.")
-        self.n_obs = int(adata_manager.adata.n_obs)
+        # A local reference keeps the (weakly held) AnnData alive while its fields are read.
+        adata = adata_manager.adata
+        if adata is None:
+            raise ValueError(
+                "The AnnDataManager holds no AnnData: register one first, and keep a reference "
+                "to it (the manager refers to it weakly)."
+            )
+        self.n_obs = int(adata.n_obs)
         self.load_sparse_tensor = load_sparse_tensor
         self.keys_and_dtypes = _select_keys(adata_manager, data_and_attributes)
         # Only arrays are kept (not the manager): workers then receive just what they serve.
@@ -90,7 +95,9 @@ def default_dtypes(adata_manager: AnnDataManager) -> dict[str, np.dtype]:
     """The dtype each non-empty field is served as: int64 codes, float32 values."""
     registered = adata_manager.data_registry
     return {
-        field.registry_key: np.dtype(np.int64 if isinstance(field, _CATEGORICAL_FIELDS) else np.float32)
+        field.registry_key: np.dtype(
+            np.int64 if isinstance(field, _CATEGORICAL_FIELDS) else np.float32
+        )
         for field in adata_manager.fields
         if field.registry_key in registered
     }
@@ -126,7 +133,8 @@ def _to_host_array(data: object, n_obs: int, key: str) -> HostArray:
             array = array.reshape(-1, 1)
     if array.ndim != 2 or array.shape[0] != n_obs:
         raise ValueError(
-            f"Registered field {key!r} has shape {array.shape}; expected {n_obs} rows (one per cell)."
+            f"Registered field {key!r} has shape {array.shape}; expected {n_obs} rows "
+            "(one per cell)."
         )
     return array
 

@@ -6,7 +6,9 @@ import numpy as np
 import numpy.typing as npt
 
 
-def as_cell_indices(indices: npt.ArrayLike | None, n_cells: int, what: str = "indices") -> np.ndarray:
+def as_cell_indices(
+    indices: npt.ArrayLike | None, n_cells: int, what: str = "indices"
+) -> np.ndarray:
     """Check a selection of cells and return it as a 1-D int64 array of row positions.
 
     Parameters

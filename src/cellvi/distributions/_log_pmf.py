@@ -12,12 +12,14 @@ def _log_of_ratio(ratio: Tensor, ratio_minus_one: Tensor) -> Tensor:
 
     Near 1, ``log1p`` of the exactly formed difference keeps the digits that large
     multipliers (theta up to 1e8) would amplify; far below 1 the difference rounds to -1,
-    so the plain log of the ratio must take over. The split is branch-free: for
-    ``ratio >= 0.5`` the second log is ``log(ratio / ratio) = 0`` exactly, below it the
-    clamped ``log1p`` gives ``log(0.5)`` and the second log the rest. Both inputs stay
-    finite, so autograd never meets ``0 * inf``.
+    so the plain log of the ratio must take over. Both branches get finite inputs, so
+    autograd never meets ``0 * inf``, and the choice is made by a 0/1 ``lerp`` (see
+    :func:`log_nb_positive`), which gives exactly one branch the gradient.
     """
-    return torch.log1p(ratio_minus_one.clamp(min=-0.5)) + torch.log(ratio / ratio.clamp(min=0.5))
+    use_log = (ratio_minus_one < -0.5).to(ratio.dtype)
+    return torch.lerp(
+        torch.log1p(ratio_minus_one.clamp(min=-0.5)), torch.log(ratio), use_log
+    )
 
 
 def _nb_log_pmf_parts(

@@ -100,7 +100,9 @@ class NegativeBinomial(Distribution):
         uses_torch_style = any(v is not None for v in (total_count, probs, logits))
         if uses_torch_style:
             if mu is not None or theta is not None:
-                raise ValueError("Give either (mu, theta) or (total_count, probs|logits), not both.")
+                raise ValueError(
+                    "Give either (mu, theta) or (total_count, probs|logits), not both."
+                )
             if total_count is None or (probs is None) == (logits is None):
                 raise ValueError("total_count needs exactly one of probs or logits.")
             if probs is not None:

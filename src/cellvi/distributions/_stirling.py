@@ -53,11 +53,14 @@ def stirling_correction(z: Tensor) -> Tensor:
     random masks count data produce), both are evaluated on clamped copies of ``z`` and
     added: below the switch point ``T`` the series part is ``series(T) - series(T) ~ 0``;
     above it the direct part is pinned at ``remainder(T) ~ series(T)``, which the same
-    subtraction removes. Clamping also keeps every intermediate finite, so autograd never
-    meets ``0 * inf``.
+    subtraction removes. The direct side is clamped one ulp below ``T`` so that exactly
+    one side carries the gradient even at ``z == T`` (which integer counts do hit).
+    Clamping also keeps every intermediate finite, so autograd never meets ``0 * inf``.
     """
     switch, coeffs = _series_setup(z.dtype)
     series_at_switch = sum(c * switch ** -(2 * k + 1) for k, c in enumerate(coeffs))
-    small = z.clamp(max=switch)
+    # Rounds to the representable neighbour just below the switch point in z's dtype.
+    below_switch = switch * (1.0 - torch.finfo(z.dtype).eps)
+    small = z.clamp(max=below_switch)
     direct = torch.lgamma(small) - (small - 0.5) * torch.log(small) + small
     return direct + (_series(z.clamp(min=switch), coeffs) - (series_at_switch + HALF_LOG_2PI))

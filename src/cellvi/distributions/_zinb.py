@@ -120,7 +120,8 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
         """
         shape = self._extended_shape(torch.Size(sample_shape))
         counts = torch.poisson(self._sample_rate(torch.Size(sample_shape)))
-        structural_zero = torch.rand(shape, dtype=counts.dtype, device=counts.device) < self.zi_probs
+        uniform = torch.rand(shape, dtype=counts.dtype, device=counts.device)
+        structural_zero = uniform < self.zi_probs
         return counts.masked_fill(structural_zero, 0.0)
 
     def expand(

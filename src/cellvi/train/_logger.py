@@ -30,7 +30,9 @@ class HistoryLogger(Logger):
         """Version of the run (a single in-memory run)."""
         return 0
 
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
+    ) -> None:
         """Ignore hyperparameters: models record their own initialisation parameters."""
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:

@@ -220,7 +220,7 @@ class TrainingPlan(pl.LightningModule):
         if self.optimizer_name == "Custom":
             optimizer = self.optimizer_creator(params)
         else:
-            optimizer_cls = torch.optim.Adam if self.optimizer_name == "Adam" else torch.optim.AdamW
+            optimizer_cls = getattr(torch.optim, self.optimizer_name)
             optimizer = optimizer_cls(
                 params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -43,8 +44,8 @@ class TrainRunner:
     enable_progress_bar
         Show Lightning's progress bar.
     **trainer_kwargs
-        Further ``lightning.pytorch.Trainer`` arguments. Checkpointing is off and sanity
-        validation steps are 0 unless given; extra ``callbacks`` and ``logger`` are kept
+        Further ``lightning.pytorch.Trainer`` arguments. Checkpointing, the model summary and
+        sanity validation steps are off unless given; extra ``callbacks`` and ``logger`` are kept
         beside the runner's own.
 
     Attributes
@@ -89,6 +90,9 @@ class TrainRunner:
         loggers = [self.history_logger, *_user_loggers(trainer_kwargs.pop("logger", None))]
         trainer_kwargs.setdefault("enable_checkpointing", False)
         trainer_kwargs.setdefault("num_sanity_val_steps", 0)
+        trainer_kwargs.setdefault("enable_model_summary", False)
+        # Metrics are logged once per epoch, so per-step logging intervals do not apply.
+        trainer_kwargs.setdefault("log_every_n_steps", 1)
         self.trainer = pl.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -104,7 +108,10 @@ class TrainRunner:
 
         The module is left in eval mode on the device where Lightning leaves it.
         """
-        self.trainer.fit(self.training_plan, self.data_splitter)
+        with warnings.catch_warnings():
+            # cellvi's loaders slice in-memory arrays; worker processes would only add copies.
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            self.trainer.fit(self.training_plan, self.data_splitter)
         self.training_plan.eval()
         self.model.is_trained_ = True
         self.model.train_indices = self.data_splitter.train_idx

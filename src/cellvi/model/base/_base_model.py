@@ -117,7 +117,7 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
             )
 
     @classmethod
-    def _get_setup_method_args(cls, **setup_locals: Any) -> dict[str, Any]:
+    def _get_setup_method_args(cls, /, **setup_locals: Any) -> dict[str, Any]:
         """Record the arguments of ``setup_anndata`` (all but ``cls``, ``adata``, ``kwargs``)."""
         skipped = {"cls", "adata", "kwargs", "__class__"}
         args = {key: value for key, value in setup_locals.items() if key not in skipped}

@@ -1,0 +1,81 @@
+"""Train one library's SCVI on one dataset and write its held-out figures as JSON.
+
+Run by ``compare_scvi_tools.py`` inside each library's own environment; it imports either
+``cellvi`` or ``scvi`` (scvi-tools) under the same name and calls the API they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import anndata
+import numpy as np
+
+DATASETS = {
+    "pbmc": {"file": "pbmc_7k_labeled.h5ad", "batch_key": None},
+    "kang": {"file": "kang_ifnb_2k.h5ad", "batch_key": "condition"},
+}
+
+
+def split(n_cells: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """80 / 10 / 10 train / validation / test split, the same for both libraries."""
+    order = np.random.default_rng(seed).permutation(n_cells)
+    n_train, n_valid = int(0.8 * n_cells), int(0.1 * n_cells)
+    return np.sort(order[:n_train]), np.sort(order[n_train : n_train + n_valid]), np.sort(order[n_train + n_valid :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--library", choices=["cellvi", "scvi-tools"], required=True)
+    parser.add_argument("--dataset", choices=list(DATASETS), required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--n-mc-samples", type=int, default=100)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--latent", type=Path, required=True)
+    args = parser.parse_args()
+
+    if args.library == "cellvi":
+        import cellvi as library
+    else:
+        import scvi as library
+
+    spec = DATASETS[args.dataset]
+    adata = anndata.read_h5ad(args.data_dir / spec["file"])
+    train, valid, test = split(adata.n_obs, args.seed)
+    library.settings.seed = args.seed
+    library.model.SCVI.setup_anndata(adata, batch_key=spec["batch_key"])
+    model = library.model.SCVI(adata)
+    start = time.perf_counter()
+    model.train(
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        accelerator="cpu",
+        datasplitter_kwargs={"external_indexing": [train, valid, test]},
+        enable_progress_bar=False,
+    )
+    train_seconds = time.perf_counter() - start
+    np.save(args.latent, model.get_latent_representation())
+    result = {
+        "library": args.library,
+        "version": library.__version__,
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "max_epochs": args.max_epochs,
+        "train_seconds": train_seconds,
+        # Both libraries document get_elbo as the ELBO and get_marginal_ll as log p(x), per cell.
+        "heldout_elbo": float(model.get_elbo(indices=test)),
+        "heldout_marginal_ll": float(model.get_marginal_ll(indices=test, n_mc_samples=args.n_mc_samples)),
+        "test_indices": test.tolist(),
+        "train_indices": train.tolist(),
+    }
+    args.output.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
