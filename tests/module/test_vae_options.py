@@ -10,7 +10,7 @@ from cellvi import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from cellvi.module import VAE
 
-from conftest import BASE_KWARGS, N_BATCH, N_CELLS, N_GENES, N_LABELS, make_tensors
+from ._inputs import BASE_KWARGS, N_BATCH, N_CELLS, N_GENES, N_LABELS, make_tensors
 
 LIBRARY_PRIOR = {
     "use_observed_lib_size": False,

@@ -10,7 +10,7 @@ from cellvi import REGISTRY_KEYS
 from cellvi.data import simulate
 from cellvi.module import VAE
 
-from conftest import BASE_KWARGS, make_tensors
+from ._inputs import BASE_KWARGS, make_tensors
 
 
 def _per_cell_elbo(module: VAE, tensors, n_draws: int) -> torch.Tensor:

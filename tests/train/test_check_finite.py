@@ -3,7 +3,7 @@ import copy
 import lightning.pytorch as pl
 import pytest
 import torch
-from _train_toys import FakeSplitter, LinearVAE, NaNAtCallVAE, fit, toy_data
+from ._train_toys import FakeSplitter, LinearVAE, NaNAtCallVAE, fit, toy_data
 
 from cellvi.train import NonFiniteLossError, TrainingPlan
 

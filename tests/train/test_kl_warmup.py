@@ -1,5 +1,5 @@
 import pytest
-from _train_toys import FakeSplitter, LinearVAE, fit, toy_data
+from ._train_toys import FakeSplitter, LinearVAE, fit, toy_data
 
 from cellvi.train import TrainingPlan
 from cellvi.train._kl_weight import compute_kl_weight

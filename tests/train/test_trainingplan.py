@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from _train_toys import FakeSplitter, LinearVAE, NoKLWeightVAE, PlateauModule, fit, toy_data
+from ._train_toys import FakeSplitter, LinearVAE, NoKLWeightVAE, PlateauModule, fit, toy_data
 
 from cellvi.train import TrainingPlan
 

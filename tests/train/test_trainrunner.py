@@ -1,7 +1,7 @@
 import lightning.pytorch as pl
 import numpy as np
 import pytest
-from _train_toys import FakeSplitter, LinearVAE, PlateauModule, fit, toy_data
+from ._train_toys import FakeSplitter, LinearVAE, PlateauModule, fit, toy_data
 
 from cellvi.train import HistoryLogger, default_max_epochs
 

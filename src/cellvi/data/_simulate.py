@@ -260,6 +260,8 @@ _INVERSE_CDF_MAX_MEAN = 4.0
 # terms added between later compactions of the few that remain.
 _INVERSE_CDF_FIRST_STEPS = 4
 _INVERSE_CDF_LATER_STEPS = 8
+# Spacing of numpy's single-precision uniforms.
+_FLOAT32_UNIFORM_STEP = 2.0**-24
 # Stops the search should rounding leave the CDF a hair below a uniform very close to one.
 _INVERSE_CDF_MAX_TERMS = 100_000
 
@@ -305,6 +307,9 @@ def _negative_binomial(
     # The positive entries continue in double precision, where the CDF sums stay accurate.
     flat = np.flatnonzero(positive)
     u = uniform[flat].astype(np.float64)
+    # Single-precision uniforms are multiples of 2**-24, which would cut off tail events rarer
+    # than that; spreading each one uniformly over its bin restores a continuous uniform.
+    u += rng.random(flat.size) * _FLOAT32_UNIFORM_STEP
     th = theta[flat]
     pmf = zero_prob[flat].astype(np.float64)
     success = 1.0 - failure[flat].astype(np.float64)

@@ -247,7 +247,7 @@ class VAE(BaseModuleClass):
 
     def _get_inference_input(self, tensors: dict[str, Tensor], **kwargs: Any) -> dict[str, Any]:
         return {
-            "x": tensors[REGISTRY_KEYS.X_KEY],
+            "x": _dense(tensors[REGISTRY_KEYS.X_KEY]),
             "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
             **self._covariates(tensors),
         }
@@ -424,7 +424,7 @@ class VAE(BaseModuleClass):
         kl_weight: float | Tensor = 1.0,
     ) -> LossOutput:
         """Negative ELBO: reconstruction + ``kl_weight`` * KL(z) + KL(library), cell mean."""
-        x = tensors[REGISTRY_KEYS.X_KEY]
+        x = _dense(tensors[REGISTRY_KEYS.X_KEY])
         reconstruction_loss = -generative_outputs["px"].log_prob(x).sum(-1)
         kl_z = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
         if self.use_observed_lib_size:
@@ -474,7 +474,7 @@ class VAE(BaseModuleClass):
         """
         if n_mc_samples < 1 or n_mc_samples_per_pass < 1:
             raise ValueError("n_mc_samples and n_mc_samples_per_pass must be >= 1.")
-        x = tensors[REGISTRY_KEYS.X_KEY].to(self.device)
+        x = _dense(tensors[REGISTRY_KEYS.X_KEY]).to(self.device)
         log_weights = []
         remaining = n_mc_samples
         while remaining > 0:
@@ -500,6 +500,11 @@ class VAE(BaseModuleClass):
             log_weights.append(log_weight)
         log_lik = torch.logsumexp(torch.cat(log_weights, dim=0), dim=0) - math.log(n_mc_samples)
         return log_lik.mean().item() if return_mean else log_lik
+
+
+def _dense(counts: Tensor) -> Tensor:
+    """Counts as a strided tensor (loaders may hand over sparse minibatches)."""
+    return counts if counts.layout == torch.strided else counts.to_dense()
 
 
 def _concat(values: Tensor, extra: list[Tensor]) -> Tensor:

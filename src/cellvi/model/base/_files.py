@@ -96,6 +96,10 @@ def write_model_files(
             write_adata(staged_adata)
             staged.append((staged_adata, paths.adata))
         staged.append((staged_description, paths.description))
+        if write_adata is None and paths.adata.exists():
+            # Only reachable with overwrite=True: the replaced model's AnnData must not be
+            # loaded with the new model, which was saved without one.
+            paths.adata.unlink()
         for source, target in staged:
             os.replace(source, target)
     except BaseException:

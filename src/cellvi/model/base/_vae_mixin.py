@@ -20,15 +20,21 @@ class VAEMixin:
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
-    ) -> float:
-        """Mean per-cell evidence lower bound, ``E_q[log p(x|z,l)] - KL`` (higher is better)."""
+        return_mean: bool = True,
+    ) -> float | np.ndarray:
+        """Evidence lower bound per cell, ``E_q[log p(x|z,l)] - KL`` (higher is better).
+
+        Global KL terms, if a module has any, are shared equally by the cells. Returns the
+        mean over cells, or one value per cell with ``return_mean=False``.
+        """
         self._check_if_trained()
-        total, n_cells = 0.0, 0
+        per_cell = []
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             _, _, losses = self.module(tensors)
-            total += float(losses.elbo_sum + losses.kl_global_sum * losses.n_obs_minibatch)
-            n_cells += losses.n_obs_minibatch
-        return -total / n_cells
+            negative_elbo = sum(losses.reconstruction_loss.values()) + sum(losses.kl_local.values())
+            per_cell.append((-(negative_elbo + losses.kl_global_sum)).cpu())
+        values = torch.cat(per_cell).numpy()
+        return float(values.mean()) if return_mean else values
 
     @torch.inference_mode()
     def get_marginal_ll(
@@ -59,17 +65,17 @@ class VAEMixin:
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
-    ) -> dict[str, float]:
-        """Mean per-cell reconstruction loss (negative log-likelihood), per loss term."""
+        return_mean: bool = True,
+    ) -> dict[str, float | np.ndarray]:
+        """Reconstruction loss (negative log-likelihood) per loss term: the cell mean or per cell."""
         self._check_if_trained()
-        sums: dict[str, float] = {}
-        n_cells = 0
+        per_term: dict[str, list[torch.Tensor]] = {}
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             _, _, losses = self.module(tensors)
             for name, values in losses.reconstruction_loss.items():
-                sums[name] = sums.get(name, 0.0) + float(values.sum())
-            n_cells += losses.n_obs_minibatch
-        return {name: value / n_cells for name, value in sums.items()}
+                per_term.setdefault(name, []).append(values.cpu())
+        result = {name: torch.cat(chunks).numpy() for name, chunks in per_term.items()}
+        return {name: float(v.mean()) for name, v in result.items()} if return_mean else result
 
     @torch.inference_mode()
     def get_latent_representation(
