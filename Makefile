@@ -6,11 +6,14 @@ VENV ?= .venv
 # Override for a GPU machine, e.g. make test TORCH_SPEC="torch==2.13.0 --index-url ...".
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# The reference library for benchmarks lives in its own environment (never a cellvi dependency).
+REFERENCE_VENV ?= .venv-scvi-tools
+SCVI_TOOLS_SPEC ?= scvi-tools==1.4.2
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cellvi-installed
 
-.PHONY: venv test demo benchmark clean
+.PHONY: venv test demo bench-env benchmark-quality clean
 
 venv: $(STAMP)
 
@@ -26,6 +29,18 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+bench-env: $(REFERENCE_VENV)/.installed
+
+$(REFERENCE_VENV)/.installed:
+	@test -x $(REFERENCE_VENV)/bin/python || $(PYTHON) -m venv $(REFERENCE_VENV)
+	$(REFERENCE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(REFERENCE_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
+	$(REFERENCE_VENV)/bin/python -m pip install --quiet $(SCVI_TOOLS_SPEC)
+	@touch $@
+
+benchmark-quality: $(STAMP) bench-env
+	$(BIN)/python benchmarks/compare_scvi_tools.py --reference-python $(REFERENCE_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

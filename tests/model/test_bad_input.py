@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-from _model_helpers import TRAIN_KW
 from anndata import AnnData
 
 import cellvi
@@ -15,6 +14,8 @@ from cellvi.data import AnnDataManager
 from cellvi.data.fields import LayerField
 from cellvi.model import SCVI
 from cellvi.model.base import BaseModelClass
+
+from ._model_helpers import TRAIN_KW
 
 
 class CountsOnlyModel(BaseModelClass):

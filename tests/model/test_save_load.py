@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import safetensors.torch
 import torch
-from _model_helpers import TRAIN_KW, train_scvi
 
 import cellvi
 from cellvi.model import SCVI
 from cellvi.model.base import ModelFileError
 from cellvi.model.base import _files
+
+from ._model_helpers import TRAIN_KW, train_scvi
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,9 @@ def test_round_trip_with_saved_anndata(trained, saved):
     assert type(loaded) is SCVI and loaded.id != model.id
     assert loaded.is_trained_ is True
     assert loaded.init_params_ == model.init_params_
-    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
     for name in ("train_indices", "validation_indices", "test_indices"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
         assert getattr(loaded, name).dtype == np.int64
@@ -83,7 +86,9 @@ def test_round_trip_onto_a_provided_anndata(trained, tmp_path):
     fresh = cellvi.data.synthetic_iid()
     loaded = SCVI.load(tmp_path / "m", adata=fresh, accelerator="cpu")
     assert loaded.adata is fresh
-    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
     assert loaded.is_trained_ and len(loaded.history_["elbo_train"]) == 3
 
 
@@ -94,7 +99,9 @@ def test_loading_maps_categories_by_name(trained, saved):
     adata.obs["batch"] = adata.obs["batch"].cat.reorder_categories(["batch_1", "batch_0"])
     loaded = SCVI.load(saved, adata=adata, accelerator="cpu")
     np.testing.assert_array_equal(adata.obs["_scvi_batch"].to_numpy(), np.repeat([0, 1], 200))
-    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
 
 
 def test_loaded_model_trains_further(saved):
@@ -345,7 +352,9 @@ def test_failed_overwrite_keeps_the_previous_model(trained, tmp_path, monkeypatc
     assert _listing(tmp_path) == before
     loaded = SCVI.load(tmp_path, accelerator="cpu")
     assert loaded.module.n_latent == 10
-    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
 
 
 def test_save_load_round_trip_of_a_model_with_every_field(tmp_path):
@@ -370,7 +379,9 @@ def test_save_load_round_trip_of_a_model_with_every_field(tmp_path):
     loaded = SCVI.load(tmp_path / "m", accelerator="cpu")
     assert loaded.module.n_cats_per_cov == [2] and loaded.module.n_continuous_cov == 1
     assert loaded.module.use_size_factor_key and loaded.module.px_r.shape == (3, 100)
-    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
 
 
 

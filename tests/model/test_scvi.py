@@ -6,11 +6,12 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from _model_helpers import BATCHES, TRAIN_KW, train_scvi
 
 import cellvi
 from cellvi import REGISTRY_KEYS
 from cellvi.model import SCVI
+
+from ._model_helpers import BATCHES, TRAIN_KW, train_scvi
 
 
 def _adata():
@@ -199,9 +200,9 @@ def test_training_on_simulated_counts():
     SCVI.setup_anndata(adata, batch_key="batch", labels_key="cell_type")
     model = SCVI(adata, n_hidden=32, n_latent=4, dispersion="gene-label")
     assert (model.module.n_batch, model.module.n_labels) == (3, 3)
-    model.train(max_epochs=4, batch_size=64, **TRAIN_KW)
+    model.train(max_epochs=3, batch_size=100, **TRAIN_KW)
     elbo = model.history_["elbo_train"]["elbo_train"].to_numpy()
-    assert elbo.shape == (4,) and elbo[-1] < elbo[0]
+    assert elbo.shape == (3,) and elbo[-1] < elbo[0]
     latent = model.get_latent_representation()
     assert latent.shape == (300, 4) and np.isfinite(latent).all()
     assert np.isfinite(model.get_elbo(indices=model.validation_indices))
@@ -219,12 +220,6 @@ def test_sparse_counts_query_like_dense(trained):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="cellvi.module.VAE.inference takes torch.log(x.sum()) of a sparse CSR tensor "
-    "(unsupported layout), so train(load_sparse_tensor=True) fails; remove this mark once fixed",
-)
 def test_train_with_load_sparse_tensor():
     sparse = cellvi.data.synthetic_iid(sparse_format="csr_matrix")
     SCVI.setup_anndata(sparse, batch_key="batch")
@@ -243,9 +238,9 @@ def test_repr_mentions_parameters_and_training_status(trained):
 
 
 def test_same_seed_same_latents():
-    first, _ = train_scvi(seed=0, max_epochs=2)
-    second, _ = train_scvi(seed=0, max_epochs=2)
-    other, _ = train_scvi(seed=1, max_epochs=2)
+    first, _ = train_scvi(seed=0, max_epochs=1, n_hidden=32)
+    second, _ = train_scvi(seed=0, max_epochs=1, n_hidden=32)
+    other, _ = train_scvi(seed=1, max_epochs=1, n_hidden=32)
     np.testing.assert_array_equal(first.train_indices, second.train_indices)
     np.testing.assert_array_equal(first.history_["elbo_train"], second.history_["elbo_train"])
     np.testing.assert_array_equal(
@@ -343,7 +338,9 @@ def test_get_marginal_ll_shapes_and_bound(trained):
     model, _ = trained
     cells = np.arange(0, 400, 8)
     torch.manual_seed(0)
-    per_cell = model.get_marginal_ll(indices=cells, n_mc_samples=40, return_mean=False)
+    per_cell = model.get_marginal_ll(
+        indices=cells, n_mc_samples=40, n_mc_samples_per_pass=8, return_mean=False
+    )
     assert per_cell.shape == (50,) and np.isfinite(per_cell).all()
     torch.manual_seed(0)
     mean = model.get_marginal_ll(indices=cells, n_mc_samples=40, n_mc_samples_per_pass=40)
@@ -385,7 +382,7 @@ def test_get_latent_representation_options(trained):
     np.testing.assert_allclose(means, latent, rtol=1e-6, atol=1e-7)
     assert variances.shape == (400, 10) and (variances > 0).all()
     spread = sampled - latent
-    assert 0.2 < np.mean(spread**2) / np.mean(variances) < 5  # draws match the variances
+    assert 0.8 < np.mean(spread**2) / np.mean(variances) < 1.25  # draws match the variances
 
 
 def test_latent_of_new_anndata_with_a_subset_of_batches(trained):

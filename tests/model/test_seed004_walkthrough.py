@@ -20,7 +20,8 @@ import torch
 from anndata import AnnData
 
 import cellvi as scvi
-from _model_helpers import BATCHES, TRAIN_KW
+
+from ._model_helpers import BATCHES, TRAIN_KW
 
 # The tutorial's imports, spelt for ``import cellvi as scvi``.
 REGISTRY_KEYS = scvi.REGISTRY_KEYS
@@ -343,7 +344,8 @@ def test_builtin_scvi_same_flow(tmp_path, caplog):
     assert SCVI._setup_adata_manager_store[adata.uns["_scvi_uuid"]].adata is adata
     model = SCVI(adata)
     assert "Training status: Not Trained" in repr(model)
-    assert SCVI._per_instance_manager_store[model.id][adata.uns["_scvi_uuid"]] is model.adata_manager
+    instance_store = SCVI._per_instance_manager_store[model.id]
+    assert instance_store[adata.uns["_scvi_uuid"]] is model.adata_manager
 
     adata2 = scvi.data.synthetic_iid()
     with caplog.at_level(logging.INFO, logger="cellvi"):

@@ -108,6 +108,9 @@ class TrainRunner:
 
         The module is left in eval mode on the device where Lightning leaves it.
         """
+        # Queries and load leave the module in eval mode and Lightning keeps the mode it finds;
+        # without this, a second fit would run without dropout and with frozen batch norm.
+        self.training_plan.train()
         with warnings.catch_warnings():
             # cellvi's loaders slice in-memory arrays; worker processes would only add copies.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -65,10 +65,6 @@ class UnsupervisedTrainingMixin:
         # Another model's setup of the same AnnData may have rewritten the codes since this
         # model's registration: replay it so training reads this model's codes.
         self._validate_anndata()
-        # Queries and load leave the module in eval mode, and Lightning keeps the mode it finds;
-        # without this, every train() call after the first would run without dropout and with
-        # frozen batch-norm statistics.
-        self.module.train()
         data_splitter = self._data_splitter_cls(
             self.adata_manager,
             train_size=train_size,
