@@ -35,7 +35,7 @@ def run_worker(python: str, library: str, dataset: str, seed: int, args: argpars
         python, str(ROOT / "benchmarks" / "_quality_worker.py"), "--library", library,
         "--dataset", dataset, "--data-dir", str(args.data_dir), "--seed", str(seed),
         "--max-epochs", str(args.max_epochs), "--n-mc-samples", str(args.n_mc_samples),
-        "--output", str(output), "--latent", str(latent),
+        "--output", str(output), "--latent", str(latent), "--threads", str(args.threads),
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     result = json.loads(output.read_text())
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--n-mc-samples", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     args = parser.parse_args()
     if not args.data_dir.is_dir():

@@ -63,7 +63,7 @@ def test_fit_runs_training_and_validation_over_their_splits(make_manager, x_form
 
 @pytest.mark.filterwarnings("ignore:Total length of `list` across ranks is zero")
 def test_fit_without_validation_cells_runs_no_validation_loop(manager):
-    trainer, module = fit(DataSplitter(manager, train_size=1.0, batch_size=16))
+    trainer, module = fit(DataSplitter(manager, train_size=1.0, batch_size=10))
     assert trainer.state.finished
     assert module.cells_seen == {"train": 50, "val": 0}
     assert trainer.num_val_batches == [0]

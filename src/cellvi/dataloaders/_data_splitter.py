@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+import logging
+from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 import numpy as np
 import numpy.typing as npt
 
 from cellvi._settings import settings
 from cellvi.data import AnnDataManager
 from cellvi.dataloaders._ann_dataloader import AnnDataLoader
+from cellvi.dataloaders._dataset import AnnTorchDataset
+from cellvi.dataloaders._device import check_device_resident, fits_on_device
+from cellvi.dataloaders._resident import ResidentTensors
+from cellvi.dataloaders._resident_loader import ResidentLoader
 from cellvi.dataloaders._external_indexing import validate_external_indexing
+
+logger = logging.getLogger("cellvi")
 
 # Products such as 0.7 * 10 land a hair above 7 in floating point; rounding them first keeps
 # ceil/floor from adding or losing a cell. 9 digits stays exact for any realistic cell count.
@@ -110,9 +118,11 @@ class DataSplitter(pl.LightningDataModule):
         load_sparse_tensor: bool = False,
         pin_memory: bool = False,
         external_indexing: Sequence[npt.ArrayLike | None] | None = None,
+        device_resident: bool | Literal["auto"] = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        check_device_resident(device_resident)
         adata = adata_manager.adata
         if adata is None:
             raise ValueError(
@@ -136,6 +146,14 @@ class DataSplitter(pl.LightningDataModule):
             self.train_idx, self.val_idx, self.test_idx = self._draw_splits(n_cells)
         self.n_train = int(self.train_idx.size)
         self.n_val = int(self.val_idx.size)
+        self.device_resident = device_resident
+        self.resident: ResidentTensors | None = None
+        batch_size = int(self.data_loader_kwargs.get("batch_size") or settings.batch_size)
+        if not self.drop_last and 0 < self.n_train % batch_size < 3 and self.n_train > batch_size:
+            # A minibatch of one or two cells gives batch norm no usable statistics (one cell
+            # is an error in training mode); dropping it loses those cells for one epoch only.
+            logger.info("Dropping the last training minibatch of %d cells each epoch.", self.n_train % batch_size)
+            self.drop_last = True
 
     def _draw_splits(self, n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n_train, n_val = split_sizes(n_cells, self.train_size, self.validation_size)
@@ -147,9 +165,39 @@ class DataSplitter(pl.LightningDataModule):
         return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
 
     def setup(self, stage: str | None = None) -> None:
-        """Nothing to do: the splits are drawn at construction so users can read them."""
+        """Move the data to the training device when the resident path is chosen.
 
-    def _loader(self, indices: np.ndarray, shuffle: bool, drop_last: bool) -> AnnDataLoader:
+        The splits themselves are drawn at construction, so users can read them before
+        training.
+        """
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.resident is not None and self.resident.device == device:
+            return
+        self.resident = None
+        if self._host_loader_needed():
+            return
+        dataset = AnnTorchDataset(self.adata_manager, self.data_loader_kwargs.get("data_and_attributes"))
+        if self.device_resident == "auto" and not fits_on_device(ResidentTensors.nbytes(dataset), device):
+            logger.info("The registered data do not fit on %s; minibatches are copied from the host.", device)
+            return
+        self.resident = ResidentTensors(dataset, device)
+
+    def _host_loader_needed(self) -> bool:
+        """Whether an option only the host loader offers was asked for."""
+        if self.device_resident is False:
+            return True
+        host_only = self.load_sparse_tensor or self.pin_memory or self.data_loader_kwargs.get("num_workers")
+        if host_only and self.device_resident is True:
+            raise ValueError(
+                "device_resident=True cannot be combined with load_sparse_tensor, pin_memory or "
+                "num_workers, which belong to the host loader."
+            )
+        return bool(host_only)
+
+    def _loader(self, indices: np.ndarray, shuffle: bool, drop_last: bool) -> AnnDataLoader | ResidentLoader:
+        if self.resident is not None:
+            batch_size = self.data_loader_kwargs.get("batch_size") or settings.batch_size
+            return ResidentLoader(self.resident, indices, batch_size, shuffle=shuffle, drop_last=drop_last)
         return AnnDataLoader(
             self.adata_manager,
             indices=indices,

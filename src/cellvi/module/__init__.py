@@ -1,5 +1,6 @@
 """Probabilistic modules: pure torch, fed dicts of tensors, no AnnData."""
 
 from cellvi.module._vae import VAE
+from cellvi.module._vaec import VAEC
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "VAEC"]

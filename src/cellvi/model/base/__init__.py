@@ -2,7 +2,15 @@
 
 from cellvi.model.base._base_model import BaseModelClass
 from cellvi.model.base._files import ModelFileError
+from cellvi.model.base._pyro_mixins import PyroSampleMixin, PyroSviTrainMixin
 from cellvi.model.base._training_mixin import UnsupervisedTrainingMixin
 from cellvi.model.base._vae_mixin import VAEMixin
 
-__all__ = ["BaseModelClass", "ModelFileError", "UnsupervisedTrainingMixin", "VAEMixin"]
+__all__ = [
+    "BaseModelClass",
+    "ModelFileError",
+    "PyroSampleMixin",
+    "PyroSviTrainMixin",
+    "UnsupervisedTrainingMixin",
+    "VAEMixin",
+]

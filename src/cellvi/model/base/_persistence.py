@@ -129,6 +129,9 @@ class PersistenceMixin:
         registry = description["registry"]
         cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
         model = cls(adata, **description["init_params"])
+        # A module may need to create lazily built parameters before the saved ones fit.
+        if hasattr(model.module, "on_load"):
+            model.module.on_load(model)
         try:
             model.module.load_state_dict(weights, strict=True)
         except RuntimeError as error:

@@ -30,6 +30,7 @@ class UnsupervisedTrainingMixin:
         load_sparse_tensor: bool = False,
         batch_size: int = 128,
         early_stopping: bool = False,
+        device_resident: bool | str = "auto",
         datasplitter_kwargs: dict[str, Any] | None = None,
         plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
@@ -53,6 +54,10 @@ class UnsupervisedTrainingMixin:
         early_stopping
             Stop when the validation ELBO stops improving (see ``early_stopping_*`` trainer
             kwargs).
+        device_resident
+            Hold the registered data on the training device and gather minibatches there;
+            ``"auto"`` does when they fit (see ``DataSplitter``), ``False`` copies each
+            minibatch from the host.
         datasplitter_kwargs
             More ``DataSplitter`` arguments, e.g. ``external_indexing=[train, valid, test]``.
         plan_kwargs
@@ -72,6 +77,7 @@ class UnsupervisedTrainingMixin:
             shuffle_set_split=shuffle_set_split,
             load_sparse_tensor=load_sparse_tensor,
             batch_size=batch_size,
+            device_resident=device_resident,
             **(datasplitter_kwargs or {}),
         )
         training_plan = self._training_plan_cls(self.module, **(plan_kwargs or {}))

@@ -1,0 +1,60 @@
+"""``ResidentLoader``: minibatches of device-resident data, indices drawn on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from cellvi._settings import settings
+from cellvi.dataloaders._resident import ResidentTensors
+
+
+class ResidentLoader:
+    """Iterate minibatches of a subset of cells without host copies or worker processes.
+
+    Parameters
+    ----------
+    tensors
+        The device-resident fields.
+    indices
+        Cells to serve (positions in the registered AnnData).
+    batch_size
+        Cells per minibatch.
+    shuffle
+        Draw a new order every epoch (on the device; seeded from ``cellvi.settings.seed``).
+    drop_last
+        Skip the last, incomplete minibatch.
+    """
+
+    def __init__(
+        self,
+        tensors: ResidentTensors,
+        indices: np.ndarray,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        self.tensors = tensors
+        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=tensors.device)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = torch.Generator(device=tensors.device)
+        if settings.seed is not None:
+            self.generator.manual_seed(settings.seed)
+        else:
+            self.generator.seed()
+
+    def __len__(self) -> int:
+        n_cells = len(self.indices)
+        return n_cells // self.batch_size if self.drop_last else -(-n_cells // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        order = self.indices
+        if self.shuffle:
+            permutation = torch.randperm(len(order), device=order.device, generator=self.generator)
+            order = order[permutation]
+        for batch in range(len(self)):
+            yield self.tensors.take(order[batch * self.batch_size : (batch + 1) * self.batch_size])

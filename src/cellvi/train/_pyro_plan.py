@@ -1,0 +1,250 @@
+"""``PyroTrainingPlan``: stochastic variational inference of a Pyro module under Lightning."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import pyro
+import torch
+from pyro.infer import ELBO, Trace_ELBO
+from pyro.optim import PyroOptim
+from pyro.optim.lr_scheduler import PyroLRScheduler
+
+from cellvi.module.base._pyro_module import private_param_store
+from cellvi.train._errors import NonFiniteLossError
+from cellvi.train._kl_weight import compute_kl_weight
+
+if TYPE_CHECKING:
+    from cellvi.module.base import PyroBaseModuleClass
+
+Tensors = dict[str, torch.Tensor]
+
+
+class PyroTrainingPlan(pl.LightningModule):
+    """Fit a :class:`~cellvi.module.base.PyroBaseModuleClass` by maximising its ELBO.
+
+    Each training step evaluates ``loss_fn`` on the module's ``model`` and ``guide`` for one
+    minibatch, backpropagates it into ``module.parameters()`` and takes one optimizer step
+    (Lightning manual optimization). The model and guide run against a private, empty Pyro
+    parameter store, so modules never share parameters through Pyro's global store.
+
+    Parameters
+    ----------
+    pyro_module
+        The module to train.
+    loss_fn
+        A Pyro ELBO; default ``pyro.infer.Trace_ELBO()``. Losses with ``differentiable_loss``
+        train any module; the others (``TraceGraph_ELBO``, ``RenyiELBO``) compute gradients
+        through ``loss_and_grads``, which only reaches parameters registered as Pyro param
+        sites, so their module must call ``pyro.module(name, self)`` in ``model``/``guide``.
+    optim
+        ``None`` (``torch.optim.Adam``), a torch optimizer class, or a ``pyro.optim``
+        optimizer such as ``pyro.optim.Adam({"lr": 1e-3})`` (its torch class and dict of
+        arguments are used for one optimizer over all parameters).
+    optim_kwargs
+        Optimizer arguments, over those of a ``pyro.optim`` optimizer; the learning rate
+        defaults to 1e-3.
+    n_steps_kl_warmup
+        Optimizer steps over which the KL weight rises from 0 to 1; takes precedence.
+    n_epochs_kl_warmup
+        Epochs over which the KL weight rises (``None`` for both: always 1).
+    scale_elbo
+        Factor on the ELBO being optimised (``pyro.poutine.scale`` on model and guide), e.g.
+        to keep gradients of large datasets in range; logged metrics are unscaled.
+    check_finite
+        Raise :class:`NonFiniteLossError` (term ``"elbo"``) when a training loss is NaN or
+        infinite, before any parameter update.
+
+    Notes
+    -----
+    Logged once per epoch: ``elbo_train`` and, with validation data, ``elbo_validation`` (the
+    summed minibatch losses divided by the number of cells: the per-cell negative ELBO when
+    the model does not rescale its plate), and ``kl_weight`` when the module takes it. The KL
+    weight is passed as ``kl_weight=`` only when ``model`` declares that parameter; ``guide``
+    must then accept it too.
+    """
+
+    def __init__(
+        self,
+        pyro_module: PyroBaseModuleClass,
+        loss_fn: ELBO | None = None,
+        optim: PyroOptim | type[torch.optim.Optimizer] | None = None,
+        optim_kwargs: dict[str, Any] | None = None,
+        n_steps_kl_warmup: int | None = None,
+        n_epochs_kl_warmup: int | None = 400,
+        scale_elbo: float = 1.0,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        self.module = pyro_module
+        self.loss_fn = Trace_ELBO() if loss_fn is None else loss_fn
+        self.optim = optim
+        self.optim_kwargs = dict(optim_kwargs or {})
+        _check_optim(optim)
+        self.n_steps_kl_warmup = n_steps_kl_warmup
+        self.n_epochs_kl_warmup = n_epochs_kl_warmup
+        if scale_elbo <= 0:
+            raise ValueError(f"scale_elbo must be positive, got {scale_elbo}.")
+        self.scale_elbo = scale_elbo
+        self.check_finite = check_finite
+        self.use_kl_weight = _takes_kl_weight(pyro_module)
+        self._differentiable = hasattr(self.loss_fn, "differentiable_loss")
+        # Steps call optimizer.step() themselves: Lightning's closure would backpropagate a
+        # NaN loss before the finiteness check could stop it.
+        self.automatic_optimization = False
+        self._checked_parameters = False
+        self._sums: dict[str, torch.Tensor | float] = {}
+        self._n_obs: dict[str, int] = {}
+
+    @property
+    def kl_weight(self) -> float:
+        """KL weight at the current epoch and global step."""
+        return compute_kl_weight(
+            self.current_epoch, self.global_step, self.n_epochs_kl_warmup, self.n_steps_kl_warmup
+        )
+
+    def _fn_args(self, batch: Tensors) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = self.module._get_fn_args_from_batch(batch)
+        if self.use_kl_weight:
+            kwargs = {**kwargs, "kl_weight": self.kl_weight}
+        return args, kwargs
+
+    def _model_and_guide(self) -> tuple[Any, Any]:
+        if self.scale_elbo == 1.0:
+            return self.module.model, self.module.guide
+        scale = pyro.poutine.scale
+        return scale(self.module.model, self.scale_elbo), scale(self.module.guide, self.scale_elbo)
+
+    def training_step(self, batch: Tensors, batch_idx: int) -> None:
+        """One SVI step on a training minibatch, refused if its loss is not finite."""
+        args, kwargs = self._fn_args(batch)
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        model, guide = self._model_and_guide()
+        with private_param_store():
+            if self._differentiable:
+                loss = self.loss_fn.differentiable_loss(model, guide, *args, **kwargs)
+                self._raise_if_not_finite(loss)
+                self.manual_backward(loss)
+            else:
+                # Gradients are computed here, but applied only after the check below.
+                loss = torch.as_tensor(self.loss_fn.loss_and_grads(model, guide, *args, **kwargs))
+                self._raise_if_not_finite(loss)
+            if not self._checked_parameters:
+                self._check_parameters(optimizer)
+        optimizer.step()
+        self._accumulate("train", loss, batch)
+
+    def validation_step(self, batch: Tensors, batch_idx: int) -> None:
+        """Add a validation minibatch's loss to the epoch sums."""
+        args, kwargs = self._fn_args(batch)
+        model, guide = self._model_and_guide()
+        with private_param_store():
+            if self._differentiable:
+                loss = self.loss_fn.differentiable_loss(model, guide, *args, **kwargs)
+            else:
+                loss = torch.as_tensor(self.loss_fn.loss(model, guide, *args, **kwargs))
+        self._accumulate("validation", loss, batch)
+
+    def _raise_if_not_finite(self, loss: torch.Tensor) -> None:
+        if self.check_finite and not torch.isfinite(loss):
+            raise NonFiniteLossError(self.global_step, self.current_epoch, ["elbo"])
+
+    def _check_parameters(self, optimizer: Any) -> None:
+        """Fail on parameters the optimizer would never update (checked on the first step)."""
+        own = {id(p) for p in self.module.parameters()}
+        foreign = [name for name, p in pyro.get_param_store().named_parameters() if id(p) not in own]
+        if foreign:
+            raise RuntimeError(
+                f"pyro.param sites {foreign} are not parameters of {type(self.module).__name__}: "
+                "they would be neither trained nor saved. Create them in __init__ as "
+                "torch.nn.Parameter (or PyroParam of a PyroModule)."
+            )
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        late = [n for n, p in self.module.named_parameters() if p.requires_grad and id(p) not in optimized]
+        if late:
+            raise RuntimeError(
+                f"Parameters {late} of {type(self.module).__name__} were created after the "
+                "optimizer; create every parameter in __init__."
+            )
+        if not self._differentiable and all(p.grad is None for p in self.module.parameters()):
+            raise RuntimeError(
+                f"{type(self.loss_fn).__name__} computed no gradient: without "
+                "differentiable_loss it only reaches Pyro param sites, so call "
+                "pyro.module(name, self) in the module's model and guide."
+            )
+        self._checked_parameters = True
+
+    def _accumulate(self, split: str, loss: torch.Tensor, batch: Tensors) -> None:
+        # Kept on the device: read once per epoch, not once per step.
+        self._sums[split] = self._sums.get(split, 0.0) + loss.detach() / self.scale_elbo
+        self._n_obs[split] = self._n_obs.get(split, 0) + _n_cells(batch)
+
+    def on_train_epoch_start(self) -> None:
+        """Start the training sums from zero."""
+        self._reset("train")
+
+    def on_validation_epoch_start(self) -> None:
+        """Start the validation sums from zero."""
+        self._reset("validation")
+
+    def _reset(self, split: str) -> None:
+        self._sums[split] = 0.0
+        self._n_obs[split] = 0
+
+    def on_train_epoch_end(self) -> None:
+        """Log ``elbo_train`` (and the KL weight when the module takes one)."""
+        self._log_elbo("train")
+        if self.use_kl_weight:
+            self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True, batch_size=1)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``elbo_validation``."""
+        self._log_elbo("validation")
+
+    def _log_elbo(self, split: str) -> None:
+        if self._n_obs.get(split):
+            value = torch.as_tensor(self._sums[split]) / self._n_obs[split]
+            self.log(f"elbo_{split}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One torch optimizer over the module's trainable parameters."""
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if isinstance(self.optim, PyroOptim):
+            return self.optim.pt_optim_constructor(params, **{**self.optim.pt_optim_args, **self.optim_kwargs})
+        optimizer_cls = torch.optim.Adam if self.optim is None else self.optim
+        return optimizer_cls(params, **{"lr": 1e-3, **self.optim_kwargs})
+
+
+def _check_optim(optim: Any) -> None:
+    if optim is None or (isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer)):
+        return
+    if not isinstance(optim, PyroOptim) or isinstance(optim, PyroLRScheduler):
+        raise TypeError(
+            f"optim must be None, a torch.optim.Optimizer class or a pyro.optim optimizer, got "
+            f"{optim!r}."
+        )
+    if not isinstance(optim.pt_optim_args, dict) or optim.pt_clip_args:
+        raise ValueError(
+            "A pyro.optim optimizer needs a dict of arguments and no clip_args here: cellvi "
+            "builds one torch optimizer over all parameters, with the same arguments for each."
+        )
+
+
+def _takes_kl_weight(module: PyroBaseModuleClass) -> bool:
+    model_takes = "kl_weight" in inspect.signature(module.model).parameters
+    if not model_takes:
+        return False
+    guide_parameters = inspect.signature(module.guide).parameters.values()
+    if not any(p.name == "kl_weight" or p.kind is p.VAR_KEYWORD for p in guide_parameters):
+        raise TypeError(
+            f"{type(module).__name__}.model takes kl_weight but its guide does not; Pyro passes "
+            "the same arguments to both, so add kl_weight to the guide's signature."
+        )
+    return True
+
+
+def _n_cells(batch: Tensors) -> int:
+    return int(next(iter(batch.values())).shape[0])

@@ -1,0 +1,101 @@
+"""The device-resident data path: same minibatches as the host loader, gathered on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+import cellvi
+from cellvi.dataloaders import AnnDataLoader, DataSplitter
+from cellvi.dataloaders._dataset import AnnTorchDataset
+from cellvi.dataloaders._resident import ResidentCSR, ResidentTensors
+from cellvi.dataloaders._resident_loader import ResidentLoader
+
+
+def test_resident_rows_equal_host_rows(any_manager, expected_arrays) -> None:
+    dataset = AnnTorchDataset(any_manager)
+    resident = ResidentTensors(dataset, "cpu")
+    rows = np.array([7, 0, 49, 7, 12])
+    host = dataset[rows]
+    gathered = resident.take(torch.as_tensor(rows))
+    assert list(gathered) == list(host)
+    expected = expected_arrays(any_manager.adata)
+    for key, values in gathered.items():
+        assert values.dtype == host[key].dtype, key
+        np.testing.assert_array_equal(values.numpy(), expected[key][rows], err_msg=key)
+
+
+def test_resident_csr_handles_empty_rows_and_an_empty_matrix() -> None:
+    matrix = sparse.csr_matrix(np.array([[0, 0, 0], [1, 0, 2], [0, 0, 0], [0, 5, 0]], dtype=np.float32))
+    resident = ResidentCSR(matrix, torch.float32, torch.device("cpu"))
+    rows = torch.tensor([0, 3, 1, 2])
+    np.testing.assert_array_equal(resident.dense_rows(rows).numpy(), matrix.toarray()[rows.numpy()])
+    empty = ResidentCSR(sparse.csr_matrix((3, 4), dtype=np.float32), torch.float32, torch.device("cpu"))
+    assert torch.equal(empty.dense_rows(torch.tensor([2, 0])), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_every_cell_once_per_epoch(manager, drop_last, restore_seed) -> None:
+    cellvi.settings.seed = 3
+    resident = ResidentTensors(AnnTorchDataset(manager), "cpu")
+    indices = np.arange(5, 48)
+    loader = ResidentLoader(resident, indices, batch_size=8, shuffle=True, drop_last=drop_last)
+    assert len(loader) == (43 // 8 if drop_last else 6)
+    epochs = []
+    for _ in range(2):
+        seen = torch.cat([batch["size_factor"].ravel() for batch in loader])
+        epochs.append(seen)
+    sizes = manager.adata.obs["size_factor"].to_numpy(np.float32)
+    for seen in epochs:
+        expected = np.sort(sizes[indices])
+        if drop_last:
+            assert len(seen) == 40 and set(seen.numpy()) <= set(expected)
+        else:
+            np.testing.assert_array_equal(np.sort(seen.numpy()), expected)
+    assert not torch.equal(epochs[0], epochs[1])  # a new order every epoch
+
+
+def test_resident_order_is_reproducible_under_the_seed(manager, restore_seed) -> None:
+    resident = ResidentTensors(AnnTorchDataset(manager), "cpu")
+    orders = []
+    for _ in range(2):
+        cellvi.settings.seed = 11
+        loader = ResidentLoader(resident, np.arange(50), batch_size=50, shuffle=True)
+        orders.append(next(iter(loader))["size_factor"])
+    assert torch.equal(*orders)
+
+
+def _setup_splitter(manager, **kwargs) -> DataSplitter:
+    splitter = DataSplitter(manager, batch_size=16, **kwargs)
+    splitter.setup("fit")
+    return splitter
+
+
+def test_splitter_chooses_the_resident_path_by_default_on_cpu(manager) -> None:
+    assert isinstance(_setup_splitter(manager).train_dataloader(), ResidentLoader)
+    assert isinstance(_setup_splitter(manager).val_dataloader(), ResidentLoader)
+    assert isinstance(_setup_splitter(manager, device_resident=False).train_dataloader(), AnnDataLoader)
+    assert isinstance(_setup_splitter(manager, load_sparse_tensor=True).train_dataloader(), AnnDataLoader)
+
+
+def test_auto_falls_back_to_the_host_when_data_do_not_fit(manager, monkeypatch) -> None:
+    monkeypatch.setattr("cellvi.dataloaders._data_splitter.fits_on_device", lambda nbytes, device: False)
+    assert isinstance(_setup_splitter(manager).train_dataloader(), AnnDataLoader)
+    assert isinstance(_setup_splitter(manager, device_resident=True).train_dataloader(), ResidentLoader)
+
+
+def test_bad_device_resident_options(manager) -> None:
+    with pytest.raises(ValueError, match="device_resident must be True, False or 'auto'"):
+        DataSplitter(manager, device_resident="yes")
+    with pytest.raises(ValueError, match="cannot be combined with load_sparse_tensor"):
+        _setup_splitter(manager, device_resident=True, load_sparse_tensor=True)
+
+
+def test_a_tiny_last_training_batch_is_dropped(manager) -> None:
+    # 50 cells * 0.9 = 45 training cells: batches of 22 leave one cell, which batch norm
+    # cannot normalise in training mode.
+    splitter = DataSplitter(manager, batch_size=22)
+    assert splitter.drop_last
+    assert not DataSplitter(manager, batch_size=20).drop_last
