@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
 from cellvi.data.fields._base import to_json_scalars
 
@@ -61,3 +62,14 @@ def encode_categories(
         mapping = list(mapping) + unseen
     codes = pd.Categorical(as_objects, categories=pd.Index(mapping, dtype=object)).codes
     return np.asarray(codes), mapping
+
+
+def category_table(title: str, mappings: dict[str, list]) -> Table:
+    """A table of codes: one block of (category, code) rows per source location."""
+    table = Table(title=title)
+    for column in ("Source location", "Category", "Code"):
+        table.add_column(column)
+    for source, mapping in mappings.items():
+        for code, category in enumerate(mapping):
+            table.add_row(source if code == 0 else "", str(category), str(code))
+    return table

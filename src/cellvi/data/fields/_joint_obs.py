@@ -10,7 +10,7 @@ from anndata import AnnData
 from rich.table import Table
 
 from cellvi.data.fields._base import BaseAnnDataField, internal_key, require_key
-from cellvi.data.fields._categorical import categories_of, encode_categories
+from cellvi.data.fields._categorical import categories_of, category_table, encode_categories
 from cellvi.data.fields._checks import check_numeric_finite
 
 
@@ -91,13 +91,10 @@ class CategoricalJointObsField(_JointObsField):
     def view_state_registry(self, state_registry: dict[str, Any]) -> Table | None:
         if self.is_empty:
             return None
-        table = Table(title=f"{self.registry_key} state registry")
-        for column in ("Source location", "Category", "Code"):
-            table.add_column(column)
-        for key, mapping in state_registry["mappings"].items():
-            for code, category in enumerate(mapping):
-                table.add_row(f"adata.obs[{key!r}]" if code == 0 else "", str(category), str(code))
-        return table
+        return category_table(
+            f"{self.registry_key} state registry",
+            {f"adata.obs[{key!r}]": mapping for key, mapping in state_registry["mappings"].items()},
+        )
 
 
 class NumericalJointObsField(_JointObsField):

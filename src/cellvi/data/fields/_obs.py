@@ -9,7 +9,7 @@ from anndata import AnnData
 from rich.table import Table
 
 from cellvi.data.fields._base import BaseAnnDataField, internal_key, require_key
-from cellvi.data.fields._categorical import categories_of, encode_categories
+from cellvi.data.fields._categorical import categories_of, category_table, encode_categories
 from cellvi.data.fields._checks import check_numeric_finite
 
 
@@ -80,14 +80,11 @@ class CategoricalObsField(BaseAnnDataField):
         return {f"n_{self.registry_key}": len(state_registry["categorical_mapping"])}
 
     def view_state_registry(self, state_registry: dict[str, Any]) -> Table | None:
-        table = Table(title=f"{self.registry_key} state registry")
-        for column in ("Source location", "Category", "Code"):
-            table.add_column(column)
         original = state_registry["original_key"]
         source = "(not set: one category)" if original is None else f"adata.obs[{original!r}]"
-        for code, category in enumerate(state_registry["categorical_mapping"]):
-            table.add_row(source if code == 0 else "", str(category), str(code))
-        return table
+        return category_table(
+            f"{self.registry_key} state registry", {source: state_registry["categorical_mapping"]}
+        )
 
 
 class NumericalObsField(BaseAnnDataField):
