@@ -2,7 +2,7 @@
 
 ``TinyVAE`` (plain torch) and ``TinyPyroVAE`` (Pyro) are both a small scVI: Gaussian latent,
 negative binomial counts with the observed library size. Setting ``poisoned = True`` on either
-makes its next loss NaN, to test the non-finite guard.
+makes its next loss non-finite, to test the guard against NaN/Inf losses.
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ class TinyPyroVAE(PyroBaseModuleClass):
     ``plate`` False declares no obs plate.
     """
 
-    def __init__(self, n_input: int, n_latent: int = 4, register: bool = False, plate: bool = True) -> None:
+    def __init__(
+        self, n_input: int, n_latent: int = 4, register: bool = False, plate: bool = True
+    ) -> None:
         super().__init__()
         self.n_latent = n_latent
         self.encoder = mlp(n_input, 2 * n_latent)
@@ -115,18 +117,22 @@ class TinyPyroVAE(PyroBaseModuleClass):
             pyro.module("tiny", self)
         offset = pyro.sample("offset", dist.Normal(x.new_zeros(x.shape[1]), 0.1).to_event(1))
         if self.poisoned:
-            pyro.factor("poison", torch.tensor(torch.nan))
+            # NaN parameters fail Pyro's validation; an infinite log-density does not.
+            pyro.factor("poison", x.new_tensor(float("-inf")))
         with pyro.plate("cells", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.n_latent), 1.0).to_event(1))
+            prior = dist.Normal(x.new_zeros(x.shape[0], self.n_latent), 1.0)
+            z = pyro.sample("z", prior.to_event(1))
             mu = library * torch.softmax(self.decoder(z) + offset, dim=-1)
             theta = torch.exp(self.log_theta)
             logits = torch.log(mu + 1e-6) - torch.log(theta)
-            pyro.sample("x", dist.NegativeBinomial(total_count=theta, logits=logits).to_event(1), obs=x)
+            likelihood = dist.NegativeBinomial(total_count=theta, logits=logits)
+            pyro.sample("x", likelihood.to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor, library: torch.Tensor) -> None:
         if self.register:
             pyro.module("tiny", self)
-        pyro.sample("offset", dist.Normal(self.offset_loc, torch.exp(self.offset_log_scale)).to_event(1))
+        q_offset = dist.Normal(self.offset_loc, torch.exp(self.offset_log_scale))
+        pyro.sample("offset", q_offset.to_event(1))
         with pyro.plate("cells", x.shape[0]):
             loc, log_var = self.encoder(torch.log1p(x)).chunk(2, dim=-1)
             pyro.sample("z", dist.Normal(loc, torch.exp(0.5 * log_var)).to_event(1))
@@ -158,7 +164,9 @@ class TinyModel(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
 class TinyPyroModel(PyroSampleMixin, PyroSviTrainMixin, BaseModelClass):
     """User model class around ``TinyPyroVAE``."""
 
-    def __init__(self, adata: AnnData, n_latent: int = 4, register: bool = False, plate: bool = True) -> None:
+    def __init__(
+        self, adata: AnnData, n_latent: int = 4, register: bool = False, plate: bool = True
+    ) -> None:
         super().__init__(adata)
         self.module = TinyPyroVAE(
             n_input=self.summary_stats["n_vars"], n_latent=n_latent, register=register, plate=plate
@@ -171,7 +179,9 @@ class TinyPyroModel(PyroSampleMixin, PyroSviTrainMixin, BaseModelClass):
         _setup_counts(cls, adata, layer, cls._get_setup_method_args(**locals()), **kwargs)
 
     @torch.no_grad()
-    def get_latent_representation(self, adata: AnnData | None = None, indices: Any = None) -> np.ndarray:
+    def get_latent_representation(
+        self, adata: AnnData | None = None, indices: Any = None
+    ) -> np.ndarray:
         """Posterior mean of ``z`` (the encoder's location output)."""
         self._check_if_trained()
         means = []

@@ -196,7 +196,7 @@ def test_unseen_label_is_a_clear_error(trained) -> None:
     query.obs.iloc[:5, query.obs.columns.get_loc("cell_type")] = "new_type"
     with pytest.raises(ValueError, match=r"unseen at training: \['new_type'\]"):
         model.get_latent_representation(query)
-    # Only labels cells carry count: a declared but unused category is no error.
+    # Only the labels of the cells count: a declared but unused category is no error.
     known = adata[adata.obs["cell_type"] != "type_2"].copy()
     declared = ["type_0", "type_1", "type_2", "new_type"]
     known.obs["cell_type"] = known.obs["cell_type"].astype(pd.CategoricalDtype(declared))

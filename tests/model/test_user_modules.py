@@ -23,10 +23,11 @@ def _fit(model_cls: type[BaseModelClass], max_epochs: int = 4, **model_kwargs):
     adata = cellvi.data.synthetic_iid()
     model_cls.setup_anndata(adata)
     model = model_cls(adata, **model_kwargs)
-    plan_kwargs = {"n_epochs_kl_warmup": None} if model_cls is TinyModel else {}
-    model.train(max_epochs=max_epochs, lr=None, plan_kwargs=plan_kwargs, **TRAIN_KW) if (
-        model_cls is not TinyModel
-    ) else model.train(max_epochs=max_epochs, plan_kwargs={**plan_kwargs, "lr": 1e-2}, **TRAIN_KW)
+    if model_cls is TinyModel:
+        # Without KL warm-up the logged (full) ELBO is the objective, so it must improve.
+        model.train(max_epochs, plan_kwargs={"lr": 1e-2, "n_epochs_kl_warmup": None}, **TRAIN_KW)
+    else:
+        model.train(max_epochs, lr=1e-2, **TRAIN_KW)
     return model, adata
 
 
@@ -65,9 +66,24 @@ def test_save_load_round_trip_gives_identical_latents(fixture, request, tmp_path
     assert loaded.is_trained_ and loaded.init_params_ == model.init_params_
     for name, tensor in model.module.state_dict().items():
         assert torch.equal(tensor, loaded.module.state_dict()[name]), name
-    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    latent = model.get_latent_representation()
+    np.testing.assert_array_equal(loaded.get_latent_representation(), latent)
     with_data = type(model).load(tmp_path / "model", adata=adata, accelerator="cpu")
-    np.testing.assert_array_equal(with_data.get_latent_representation(), model.get_latent_representation())
+    np.testing.assert_array_equal(with_data.get_latent_representation(), latent)
+
+
+def test_load_runs_the_module_on_load_hook_first(pyro_model, tmp_path, monkeypatch):
+    model, _ = pyro_model
+    model.save(tmp_path / "model", save_anndata=True)
+    seen = []
+
+    def on_load(module, loaded_model):
+        # Still the freshly built module: the saved weights come after the hook.
+        seen.append(torch.equal(module.log_theta, model.module.log_theta))
+
+    monkeypatch.setattr(TinyPyroVAE, "on_load", on_load)
+    TinyPyroModel.load(tmp_path / "model", accelerator="cpu")
+    assert seen == [False]
 
 
 def test_sample_posterior_summaries(pyro_model):
@@ -82,10 +98,11 @@ def test_sample_posterior_summaries(pyro_model):
     assert (posterior["q05"]["z"] <= posterior["q50"]["z"]).all()
     assert (posterior["q50"]["z"] <= posterior["q95"]["z"]).all()
     assert (posterior["stds"]["z"] > 0).all()
-    # Cells come back in the order of ``indices``: the means track the encoder's locations.
+    # Cells come back in the order of ``indices``: each mean is its cell's encoder location up
+    # to Monte Carlo error (z-scores of RMS 1; about 2.6 when the order is reversed).
     encoder_means = model.get_latent_representation(indices=indices)
-    np.testing.assert_allclose(z, encoder_means, atol=0.6)
-    assert np.corrcoef(z.ravel(), encoder_means.ravel())[0, 1] > 0.9
+    z_scores = (z - encoder_means) / (posterior["stds"]["z"] / np.sqrt(60))
+    assert np.sqrt(np.mean(z_scores**2)) < 1.4
     # The global site is taken once, near the guide's location parameter.
     loc = model.module.offset_loc.detach().numpy()
     np.testing.assert_allclose(offset, loc, atol=0.1)
@@ -105,7 +122,8 @@ def test_sample_posterior_observed_sites_and_custom_summaries(pyro_model):
     assert (result["max"]["x"] >= 0).all()  # posterior predictive counts
     # Draws from the likelihood, not the data: they differ from the observed counts.
     assert not np.array_equal(result["max"]["x"], np.asarray(adata.X[:10]))
-    assert model.sample_posterior(num_samples=2, return_sites=["z"])["means"]["z"].shape == (400, 4)
+    every_cell = model.sample_posterior(num_samples=2, return_sites=["z"])
+    assert every_cell["means"]["z"].shape == (400, 4)
 
 
 def test_sample_posterior_without_declared_plate_runs_all_cells_at_once():
@@ -129,24 +147,30 @@ def test_two_pyro_models_do_not_share_parameters():
     store.clear()
 
 
-def test_forgetting_a_method_is_a_type_error_naming_it():
-    class NoLoss(TinyVAE):
-        pass
+def _without(base: type, cls: type, method: str) -> type:
+    """A user class like ``cls``, written directly on ``base``, that forgot ``method``."""
+    # Class machinery (__dict__, ABC bookkeeping) is rebuilt by type(); copy the user's code.
+    machinery = {"__dict__", "__weakref__", "__abstractmethods__", "_abc_impl"}
+    kept = {
+        name: value
+        for name, value in vars(cls).items()
+        if name != method and name not in machinery
+    }
+    return type(f"No_{method}", (base,), kept)
 
-    del_loss = {k: v for k, v in vars(TinyVAE).items() if k != "loss"}
-    NoLoss = type("NoLoss", (BaseModuleClass,), del_loss)
-    with pytest.raises(TypeError, match="loss"):
-        NoLoss(n_input=3)
-    NoGenerative = type(
-        "NoGenerative", (BaseModuleClass,), {k: v for k, v in vars(TinyVAE).items() if k != "generative"}
-    )
-    with pytest.raises(TypeError, match="generative"):
-        NoGenerative(n_input=3)
-    NoGuide = type(
-        "NoGuide", (PyroBaseModuleClass,), {k: v for k, v in vars(TinyPyroVAE).items() if k != "guide"}
-    )
-    with pytest.raises(TypeError, match="guide"):
-        NoGuide(n_input=3)
+
+@pytest.mark.parametrize(
+    ("base", "cls", "method"),
+    [
+        (BaseModuleClass, TinyVAE, "loss"),
+        (BaseModuleClass, TinyVAE, "generative"),
+        (PyroBaseModuleClass, TinyPyroVAE, "guide"),
+        (PyroBaseModuleClass, TinyPyroVAE, "_get_fn_args_from_batch"),
+    ],
+)
+def test_forgetting_a_method_is_a_type_error_naming_it(base, cls, method):
+    with pytest.raises(TypeError, match=method):
+        _without(base, cls, method)(n_input=3)
 
 
 class _PoisonAt(pl.Callback):
@@ -161,7 +185,8 @@ class _PoisonAt(pl.Callback):
 
 
 @pytest.mark.parametrize(
-    ("model_cls", "term"), [(TinyModel, "reconstruction_loss['reconstruction_loss']"), (TinyPyroModel, "elbo")]
+    ("model_cls", "term"),
+    [(TinyModel, "reconstruction_loss['reconstruction_loss']"), (TinyPyroModel, "elbo")],
 )
 def test_non_finite_loss_stops_training_before_the_update(model_cls, term):
     cellvi.settings.seed = 0
@@ -170,9 +195,8 @@ def test_non_finite_loss_stops_training_before_the_update(model_cls, term):
     model = model_cls(adata)
     initial = copy.deepcopy(model.module.state_dict())
     poison = _PoisonAt(step=5)  # 3 training minibatches per epoch: step 5 is in epoch 1
-    with pytest.warns(UserWarning, match="NaN") if model_cls is TinyPyroModel else _no_warning():
-        with pytest.raises(NonFiniteLossError, match=r"global step 5 \(epoch 1\)") as info:
-            model.train(max_epochs=3, callbacks=[poison], **TRAIN_KW)
+    with pytest.raises(NonFiniteLossError, match=r"global step 5 \(epoch 1\)") as info:
+        model.train(max_epochs=3, callbacks=[poison], **TRAIN_KW)
     assert (info.value.step, info.value.epoch, info.value.terms) == (5, 1, [term])
     assert term in str(info.value)
     state = model.module.state_dict()
@@ -180,11 +204,3 @@ def test_non_finite_loss_stops_training_before_the_update(model_cls, term):
         assert torch.equal(tensor, poison.state[name]), name
         assert torch.isfinite(tensor).all()
     assert any(not torch.equal(state[name], initial[name]) for name in state)
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Gamma, constraints
 from torch.distributions.constraints import Constraint
 
+from ._fused import nb_log_likelihood_sum
 from ._log_pmf import log_nb_positive
 
 TensorLike = Tensor | Number
@@ -184,6 +185,27 @@ class NegativeBinomial(Distribution):
         if self._validate_args:
             self._validate_sample(value)
         return log_nb_positive(value, self.mu, self.theta)
+
+    def log_prob_sum(self, value: Tensor) -> Tensor:
+        """Log-pmf summed over the last (gene) axis, with a fused, faster backward.
+
+        Equal to ``log_prob(value).sum(-1)``; see
+        :func:`~cellvi.distributions.nb_log_likelihood_sum` for the broadcasting it
+        supports (``value`` may lack the leading sample dimensions of ``mu``).
+
+        Parameters
+        ----------
+        value
+            Counts of shape ``(..., genes)``.
+
+        Returns
+        -------
+        Tensor
+            Per-cell log-probabilities, shape ``batch_shape[:-1]``.
+        """
+        if self._validate_args:
+            self._validate_sample(value)
+        return nb_log_likelihood_sum(value, self.mu, self.theta)
 
     @torch.no_grad()
     def _sample_rate(self, sample_shape: torch.Size) -> Tensor:

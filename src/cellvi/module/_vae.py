@@ -425,7 +425,7 @@ class VAE(BaseModuleClass):
     ) -> LossOutput:
         """Negative ELBO: reconstruction + ``kl_weight`` * KL(z) + KL(library), cell mean."""
         x = _dense(tensors[REGISTRY_KEYS.X_KEY])
-        reconstruction_loss = -generative_outputs["px"].log_prob(x).sum(-1)
+        reconstruction_loss = -_log_likelihood_sum(generative_outputs["px"], x)
         kl_z = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
         if self.use_observed_lib_size:
             kl_library = torch.zeros_like(kl_z)
@@ -486,7 +486,7 @@ class VAE(BaseModuleClass):
             untran_z = _with_sample_dim(inference_outputs["untran_z"], n_pass)
             qz = inference_outputs["qz"]
             log_weight = (
-                generative_outputs["px"].log_prob(x).reshape(n_pass, x.shape[0], -1).sum(-1)
+                _log_likelihood_sum(generative_outputs["px"], x).reshape(n_pass, x.shape[0])
                 + Normal(torch.zeros_like(untran_z), 1.0).log_prob(untran_z).sum(-1)
                 - qz.log_prob(untran_z).sum(-1)
             )
@@ -505,6 +505,13 @@ class VAE(BaseModuleClass):
 def _dense(counts: Tensor) -> Tensor:
     """Counts as a strided tensor (loaders may hand over sparse minibatches)."""
     return counts if counts.layout == torch.strided else counts.to_dense()
+
+
+def _log_likelihood_sum(px: Distribution, x: Tensor) -> Tensor:
+    """Per-cell log-likelihood of ``x``; NB and ZINB (a subclass) use their fused sum."""
+    if isinstance(px, NegativeBinomial):
+        return px.log_prob_sum(x)
+    return px.log_prob(x).sum(-1)
 
 
 def _concat(values: Tensor, extra: list[Tensor]) -> Tensor:

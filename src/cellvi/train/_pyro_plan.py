@@ -35,10 +35,10 @@ class PyroTrainingPlan(pl.LightningModule):
     pyro_module
         The module to train.
     loss_fn
-        A Pyro ELBO; default ``pyro.infer.Trace_ELBO()``. Losses with ``differentiable_loss``
-        train any module; the others (``TraceGraph_ELBO``, ``RenyiELBO``) compute gradients
-        through ``loss_and_grads``, which only reaches parameters registered as Pyro param
-        sites, so their module must call ``pyro.module(name, self)`` in ``model``/``guide``.
+        A Pyro ELBO; default ``pyro.infer.Trace_ELBO()``. Losses without
+        ``differentiable_loss`` (``TraceGraph_ELBO``, ``RenyiELBO``) compute gradients with
+        ``loss_and_grads``; some (``RenyiELBO``) only backpropagate when the trace holds Pyro
+        param sites, so their module must call ``pyro.module(name, self)`` in model and guide.
     optim
         ``None`` (``torch.optim.Adam``), a torch optimizer class, or a ``pyro.optim``
         optimizer such as ``pyro.optim.Adam({"lr": 1e-3})`` (its torch class and dict of
@@ -63,7 +63,8 @@ class PyroTrainingPlan(pl.LightningModule):
     summed minibatch losses divided by the number of cells: the per-cell negative ELBO when
     the model does not rescale its plate), and ``kl_weight`` when the module takes it. The KL
     weight is passed as ``kl_weight=`` only when ``model`` declares that parameter; ``guide``
-    must then accept it too.
+    must then accept it too. It starts at 0, which ``pyro.poutine.scale`` refuses: clamp it
+    (e.g. ``max(kl_weight, 1e-3)``) before scaling sites with it.
     """
 
     def __init__(
@@ -155,7 +156,8 @@ class PyroTrainingPlan(pl.LightningModule):
     def _check_parameters(self, optimizer: Any) -> None:
         """Fail on parameters the optimizer would never update (checked on the first step)."""
         own = {id(p) for p in self.module.parameters()}
-        foreign = [name for name, p in pyro.get_param_store().named_parameters() if id(p) not in own]
+        store = pyro.get_param_store()
+        foreign = [name for name, p in store.named_parameters() if id(p) not in own]
         if foreign:
             raise RuntimeError(
                 f"pyro.param sites {foreign} are not parameters of {type(self.module).__name__}: "
@@ -163,7 +165,11 @@ class PyroTrainingPlan(pl.LightningModule):
                 "torch.nn.Parameter (or PyroParam of a PyroModule)."
             )
         optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        late = [n for n, p in self.module.named_parameters() if p.requires_grad and id(p) not in optimized]
+        late = [
+            name
+            for name, p in self.module.named_parameters()
+            if p.requires_grad and id(p) not in optimized
+        ]
         if late:
             raise RuntimeError(
                 f"Parameters {late} of {type(self.module).__name__} were created after the "
@@ -171,9 +177,9 @@ class PyroTrainingPlan(pl.LightningModule):
             )
         if not self._differentiable and all(p.grad is None for p in self.module.parameters()):
             raise RuntimeError(
-                f"{type(self.loss_fn).__name__} computed no gradient: without "
-                "differentiable_loss it only reaches Pyro param sites, so call "
-                "pyro.module(name, self) in the module's model and guide."
+                f"{type(self.loss_fn).__name__} computed no gradient: it backpropagates only "
+                "when the trace holds Pyro param sites, so call pyro.module(name, self) in the "
+                "module's model and guide."
             )
         self._checked_parameters = True
 
@@ -207,13 +213,16 @@ class PyroTrainingPlan(pl.LightningModule):
     def _log_elbo(self, split: str) -> None:
         if self._n_obs.get(split):
             value = torch.as_tensor(self._sums[split]) / self._n_obs[split]
-            self.log(f"elbo_{split}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+            self.log(
+                f"elbo_{split}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=1
+            )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One torch optimizer over the module's trainable parameters."""
         params = [p for p in self.module.parameters() if p.requires_grad]
         if isinstance(self.optim, PyroOptim):
-            return self.optim.pt_optim_constructor(params, **{**self.optim.pt_optim_args, **self.optim_kwargs})
+            kwargs = {**self.optim.pt_optim_args, **self.optim_kwargs}
+            return self.optim.pt_optim_constructor(params, **kwargs)
         optimizer_cls = torch.optim.Adam if self.optim is None else self.optim
         return optimizer_cls(params, **{"lr": 1e-3, **self.optim_kwargs})
 

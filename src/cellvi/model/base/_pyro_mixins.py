@@ -223,7 +223,9 @@ def _draw(
     }
 
 
-def _wanted(name: str, site: dict[str, Any], return_sites: Sequence[str] | None, observed: bool) -> bool:
+def _wanted(
+    name: str, site: dict[str, Any], return_sites: Sequence[str] | None, observed: bool
+) -> bool:
     if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
         return False
     if return_sites is not None:

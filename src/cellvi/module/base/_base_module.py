@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from cellvi.module.base._loss_output import LossOutput
+from cellvi.module.base._device import module_device
 
 Tensors = dict[str, torch.Tensor]
 
@@ -30,11 +31,7 @@ class BaseModuleClass(torch.nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         """Device of the module's first parameter or buffer (CPU for a module without any)."""
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
-        return torch.device("cpu")
+        return module_device(self)
 
     @abstractmethod
     def _get_inference_input(self, tensors: Tensors, **kwargs: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
+from cellvi.module.base._device import module_device
 from pyro.infer import Predictive
 
 if TYPE_CHECKING:
@@ -52,9 +53,9 @@ class PyroBaseModuleClass(torch.nn.Module, ABC):
     - ``guide(*args, **kwargs)``, the variational distribution of every latent site.
 
     :class:`cellvi.train.PyroTrainingPlan` optimises ``self.parameters()`` directly, so calling
-    ``pyro.module(name, self)`` inside ``model``/``guide`` is optional (it is needed only by
-    Pyro losses without ``differentiable_loss``, such as ``TraceGraph_ELBO``). Free-standing
-    ``pyro.param`` sites are not supported: they would be neither trained nor saved.
+    ``pyro.module(name, self)`` inside ``model``/``guide`` is optional (only losses such as
+    ``RenyiELBO``, which backpropagate only through Pyro param sites, need it). Free-standing
+    ``pyro.param`` sites are refused: they would be neither trained nor saved.
 
     If ``model`` and ``guide`` both accept a ``kl_weight`` keyword, the training plan passes
     the current KL warm-up weight (e.g. for ``pyro.poutine.scale`` around latent sites).
@@ -90,11 +91,7 @@ class PyroBaseModuleClass(torch.nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         """Device of the module's first parameter or buffer (CPU for a module without any)."""
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
-        return torch.device("cpu")
+        return module_device(self)
 
     def create_predictive(
         self,
