@@ -33,17 +33,19 @@ data, and calls ``lgamma``/``digamma`` only for the rest.
 
 Accuracy
 --------
-The bracketed differences are formed in float64 whatever the input dtype: in float32 they
-would lose ``eps32 * theta log theta`` (1.6 nats, or 1.6 units of the ``log theta``
-gradient, per entry at ``theta = 1e6``). The remaining terms use the input dtype, so in
-float32 an entry's error is a few ``eps32`` times its largest term, ``theta log1p(r)`` or
-``x |log r|`` or ``lgamma(x + 1)``: below 1e-5 for counts and means up to 1e3 and ``theta``
-up to 1e3, and bounded the same way, without loss of all digits, for ``x`` up to 1e5,
-``theta`` from 1e-4 to 1e6 and ``mu`` down to ``eps``. The exact
-:func:`~cellvi.distributions.log_nb_positive` is more accurate at extreme values (its
-error scales with ``|log p|`` rather than with the terms) but several times slower.
-Gradients carry errors of the same relative size; for ``log theta`` that is of order
-``eps32 * (x + mu)`` per entry.
+The bracketed differences are formed in float64 whatever the input dtype: in float32
+they would lose ``eps32 * theta log theta`` (1.6 nats, or 1.6 units of the ``log theta``
+gradient, per entry at ``theta = 1e6``). The other terms use the input dtype, so an
+entry's error is about one ulp of the sum of the sizes of its terms, ``theta log1p(r) +
+x |log r| + x log1p(r)`` plus the bracket (of the order of ``lgamma(x + 1)``) and, for
+ZINB, ``softplus(z)``, where the exact :func:`~cellvi.distributions.log_nb_positive`
+reaches a few ulps of ``|log p|``: on the grid ``x`` in 0..1e5, ``mu`` in eps..1e5,
+``theta`` in 1e-4..1e6 the float32 error stays below 1.2 ``eps32`` times that sum, and
+every value and gradient is finite. Where the
+terms cancel to a small ``|log p|`` this is worse than the exact form (up to 1e-4 relative
+for counts and means near 1e3), but on realistic minibatches the per-cell sums are as
+accurate as the exact formula's float32 sums (both about 2e-7 relative, set by the
+summation), and gradients agree with float64 to about 3e-6 of their largest element.
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ def nb_log_likelihood_sum(
     eps
         Floor of ``mu`` and ``theta``; below it their gradient is 0, as with ``clamp``.
     sparse
-        Evaluate the count-dependent terms only at nonzero counts: fastest on CPU, where
-        it is available; finding the nonzeros synchronises with the host. ``None`` chooses
-        it for CPU tensors.
+        Evaluate the count-dependent terms only at the nonzero counts, much faster on CPU.
+        CPU only: finding the nonzeros would synchronise a GPU with the host. ``None``
+        chooses it for CPU tensors.
 
     Returns
     -------
@@ -317,10 +319,13 @@ class _CountSupport:
                 self._cols(rest), weights=rest_values * entry_weights[rest], minlength=self.n_genes
             )
             entry_weights[rest] = 0  # their table index is only a placeholder
-        table_weights = np.bincount(index.numpy(), weights=entry_weights, minlength=n_rows * self.n_genes)
-        table_weights = torch.from_numpy(table_weights)
-        per_gene_table = (_digamma_difference_table(theta, n_rows).reshape(-1) * table_weights)
-        per_gene_table = per_gene_table.reshape(n_rows, self.n_genes).sum(0)
+        table_weights = np.bincount(
+            index.numpy(), weights=entry_weights, minlength=n_rows * self.n_genes
+        )
+        per_gene_table = _digamma_difference_table(theta, n_rows) * torch.from_numpy(
+            table_weights
+        ).reshape(n_rows, self.n_genes)
+        per_gene_table = per_gene_table.sum(0)
         return grad + (per_gene_table + torch.from_numpy(per_gene)).to(grad.dtype)
 
     def _take(self, values: Tensor) -> Tensor:
