@@ -13,7 +13,8 @@ from anndata import AnnData
 
 from cellvi.dataloaders import DataSplitter
 from cellvi.module.base._pyro_module import private_param_store
-from cellvi.train import PyroTrainingPlan, TrainRunner, default_max_epochs
+from cellvi.model.base._training_mixin import run_training
+from cellvi.train import PyroTrainingPlan, TrainRunner
 
 logger = logging.getLogger("cellvi")
 
@@ -73,32 +74,25 @@ class PyroSviTrainMixin:
         **trainer_kwargs
             Lightning ``Trainer`` and ``TrainRunner`` arguments.
         """
-        if max_epochs is None:
-            max_epochs = default_max_epochs(self.adata.n_obs)
-        self._validate_anndata()
         plan_kwargs = dict(plan_kwargs or {})
         if lr is not None:
             plan_kwargs["optim_kwargs"] = {**(plan_kwargs.get("optim_kwargs") or {}), "lr": lr}
-        data_splitter = self._data_splitter_cls(
-            self.adata_manager,
-            train_size=train_size,
-            validation_size=validation_size,
-            shuffle_set_split=shuffle_set_split,
-            batch_size=batch_size,
-            **(datasplitter_kwargs or {}),
-        )
-        training_plan = self._training_plan_cls(self.module, **plan_kwargs)
-        runner = self._train_runner_cls(
+        run_training(
             self,
-            training_plan=training_plan,
-            data_splitter=data_splitter,
-            max_epochs=max_epochs,
+            max_epochs,
+            splitter_kwargs={
+                "train_size": train_size,
+                "validation_size": validation_size,
+                "shuffle_set_split": shuffle_set_split,
+                "batch_size": batch_size,
+                **(datasplitter_kwargs or {}),
+            },
+            plan_kwargs=plan_kwargs,
             accelerator=accelerator,
             devices=devices,
             early_stopping=early_stopping,
             **trainer_kwargs,
         )
-        return runner()
 
 
 def _default_summaries() -> dict[str, SummaryFun]:

@@ -65,30 +65,50 @@ class UnsupervisedTrainingMixin:
         **trainer_kwargs
             Lightning ``Trainer`` and ``TrainRunner`` arguments.
         """
-        if max_epochs is None:
-            max_epochs = default_max_epochs(self.adata.n_obs)
-        # Another model's setup of the same AnnData may have rewritten the codes since this
-        # model's registration: replay it so training reads this model's codes.
-        self._validate_anndata()
-        data_splitter = self._data_splitter_cls(
-            self.adata_manager,
-            train_size=train_size,
-            validation_size=validation_size,
-            shuffle_set_split=shuffle_set_split,
-            load_sparse_tensor=load_sparse_tensor,
-            batch_size=batch_size,
-            device_resident=device_resident,
-            **(datasplitter_kwargs or {}),
-        )
-        training_plan = self._training_plan_cls(self.module, **(plan_kwargs or {}))
-        runner = self._train_runner_cls(
+        return run_training(
             self,
-            training_plan=training_plan,
-            data_splitter=data_splitter,
-            max_epochs=max_epochs,
+            max_epochs,
+            splitter_kwargs={
+                "train_size": train_size,
+                "validation_size": validation_size,
+                "shuffle_set_split": shuffle_set_split,
+                "load_sparse_tensor": load_sparse_tensor,
+                "batch_size": batch_size,
+                "device_resident": device_resident,
+                **(datasplitter_kwargs or {}),
+            },
+            plan_kwargs=plan_kwargs or {},
             accelerator=accelerator,
             devices=devices,
             early_stopping=early_stopping,
             **trainer_kwargs,
         )
-        return runner()
+
+
+def run_training(
+    model: Any,
+    max_epochs: int | None,
+    splitter_kwargs: dict[str, Any],
+    plan_kwargs: dict[str, Any],
+    **runner_kwargs: Any,
+) -> None:
+    """Split the data, build the training plan and run Lightning: what every ``train`` shares.
+
+    The pieces are the model class's ``_data_splitter_cls``, ``_training_plan_cls`` and
+    ``_train_runner_cls``.
+    """
+    if max_epochs is None:
+        max_epochs = default_max_epochs(model.adata.n_obs)
+    # Another model's setup of the same AnnData may have rewritten the codes since this
+    # model's registration: replay it so training reads this model's codes.
+    model._validate_anndata()
+    data_splitter = model._data_splitter_cls(model.adata_manager, **splitter_kwargs)
+    training_plan = model._training_plan_cls(model.module, **plan_kwargs)
+    runner = model._train_runner_cls(
+        model,
+        training_plan=training_plan,
+        data_splitter=data_splitter,
+        max_epochs=max_epochs,
+        **runner_kwargs,
+    )
+    runner()
