@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare_scvi_tools import ROOT, summarise  # noqa: E402
+from compare_scvi_tools import ROOT, comparison_parser, parse_comparison_args, summarise  # noqa: E402
 
 LIBRARIES = ("cellvi", "scvi-tools")
 
@@ -53,17 +53,7 @@ def per_seed_table(results: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-python", required=True, help="python of the scvi-tools environment")
-    parser.add_argument("--cellvi-python", default=sys.executable)
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-epochs", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "condscvi_quality.json")
-    args = parser.parse_args()
-    if not args.data_dir.is_dir():
-        sys.exit(f"No data directory at {args.data_dir} (see ../shared/data/README.md).")
+    args = parse_comparison_args(comparison_parser(__doc__, "condscvi_quality.json"))
 
     results = []
     with tempfile.TemporaryDirectory() as workdir:

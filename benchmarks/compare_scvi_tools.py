@@ -73,20 +73,32 @@ def summarise(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def comparison_parser(description: str, output_name: str) -> argparse.ArgumentParser:
+    """Options every library-against-library comparison takes."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference-python", required=True, help="python of the scvi-tools environment")
     parser.add_argument("--cellvi-python", default=sys.executable)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--datasets", nargs="+", default=["pbmc", "kang"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=100)
-    parser.add_argument("--n-mc-samples", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / output_name)
+    return parser
+
+
+def parse_comparison_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and stop with a clear message when the data directory is missing."""
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         sys.exit(f"No data directory at {args.data_dir} (see ../shared/data/README.md).")
+    return args
+
+
+def main() -> None:
+    parser = comparison_parser(__doc__, "quality.json")
+    parser.add_argument("--datasets", nargs="+", default=["pbmc", "kang"])
+    parser.add_argument("--n-mc-samples", type=int, default=100)
+    args = parse_comparison_args(parser)
 
     results = []
     with tempfile.TemporaryDirectory() as workdir:
