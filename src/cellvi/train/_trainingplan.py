@@ -220,9 +220,8 @@ class TrainingPlan(pl.LightningModule):
         if self.optimizer_name == "Custom":
             optimizer = self.optimizer_creator(params)
         else:
-            optimizer_cls = getattr(torch.optim, self.optimizer_name)
-            optimizer = optimizer_cls(
-                params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay
+            optimizer = _adam(
+                self.optimizer_name, params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay
             )
         if not self.reduce_lr_on_plateau:
             return optimizer
@@ -239,6 +238,19 @@ class TrainingPlan(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_metric},
         }
+
+
+def _adam(name: str, params: list[torch.nn.Parameter], **kwargs: float) -> torch.optim.Optimizer:
+    """Adam or AdamW, with the fused kernel where the parameters' device has one.
+
+    The fused update does in one kernel per step what the default does in about ten small
+    ones per parameter tensor; it is the same algorithm.
+    """
+    optimizer_cls = getattr(torch.optim, name)
+    try:
+        return optimizer_cls(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):
+        return optimizer_cls(params, **kwargs)
 
 
 def _non_finite(output: LossOutput) -> list[str]:
