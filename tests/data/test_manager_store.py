@@ -77,6 +77,19 @@ def test_class_store_keyed_by_adata_uuid(adata):
     assert manager.registry["model_name"] == "TinyModel"
 
 
+def test_class_store_forgets_anndata_the_user_dropped(make_adata):
+    first = make_adata()
+    TinyModel.setup_anndata(first, batch_key="batch")
+    first_uuid = first.uns[SETUP_UUID_KEY]
+    manager = weakref.ref(TinyModel._setup_adata_manager_store[first_uuid])
+    del first
+    gc.collect()
+    second = make_adata()
+    TinyModel.setup_anndata(second, batch_key="batch")
+    assert list(TinyModel._setup_adata_manager_store) == [second.uns[SETUP_UUID_KEY]]
+    assert manager() is None
+
+
 def test_resetup_replaces_class_store_entry(adata):
     TinyModel.setup_anndata(adata, batch_key="batch")
     first = TinyModel._get_most_recent_anndata_manager(adata)
