@@ -132,6 +132,7 @@ def test_model_kwargs_are_forwarded_to_the_vae():
         "dropout_rate": 0.3,
         "dispersion": "gene-batch",
         "gene_likelihood": "nb",
+        "use_observed_lib_size": True,
         "latent_distribution": "ln",
         "log_variational": False,
     }

@@ -26,10 +26,15 @@ class SCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ----------
     adata
         AnnData registered with ``SCVI.setup_anndata``.
-    n_hidden, n_latent, n_layers, dropout_rate, dispersion, gene_likelihood, latent_distribution
+    n_hidden, n_latent, n_layers, dropout_rate, dispersion, gene_likelihood
+        See ``cellvi.module.VAE``.
+    use_observed_lib_size
+        Use each cell's total count as its library size; else learn it with a log-normal prior
+        per batch estimated from the data.
+    latent_distribution
         See ``cellvi.module.VAE``.
     **model_kwargs
-        Further ``VAE`` arguments (``encode_covariates``, ``use_observed_lib_size``, ...).
+        Further ``VAE`` arguments (``encode_covariates``, ``use_layer_norm``, ...).
 
     Examples
     --------
@@ -49,6 +54,7 @@ class SCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dropout_rate: float = 0.1,
         dispersion: Literal["gene", "gene-batch", "gene-label", "gene-cell"] = "gene",
         gene_likelihood: Literal["zinb", "nb", "poisson", "normal"] = "zinb",
+        use_observed_lib_size: bool = True,
         latent_distribution: Literal["normal", "ln"] = "normal",
         **model_kwargs: Any,
     ) -> None:
@@ -63,7 +69,7 @@ class SCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         n_batch = stats.get("n_batch", 0)
         use_size_factor_key = REGISTRY_KEYS.SIZE_FACTOR_KEY in registry_keys
         library_log_means = library_log_vars = None
-        if not use_size_factor_key and not model_kwargs.get("use_observed_lib_size", True):
+        if not use_size_factor_key and not use_observed_lib_size:
             library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
         self.module = VAE(
             n_input=stats["n_vars"],
@@ -77,6 +83,7 @@ class SCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             dropout_rate=dropout_rate,
             dispersion=dispersion,
             gene_likelihood=gene_likelihood,
+            use_observed_lib_size=use_observed_lib_size,
             latent_distribution=latent_distribution,
             use_size_factor_key=use_size_factor_key,
             library_log_means=library_log_means,
