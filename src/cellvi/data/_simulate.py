@@ -216,12 +216,8 @@ def simulate(
 
     obs = pd.DataFrame(
         {
-            "batch": pd.Categorical.from_codes(
-                batch, categories=[f"batch_{b}" for b in range(n_batches)]
-            ),
-            "cell_type": pd.Categorical.from_codes(
-                cell_type, categories=[f"type_{t}" for t in range(n_cell_types)]
-            ),
+            "batch": named_categories(batch, "batch", n_batches),
+            "cell_type": named_categories(cell_type, "type", n_cell_types),
         },
         index=pd.Index([str(i) for i in range(n_cells)]),
     )
@@ -265,6 +261,12 @@ _FLOAT32_UNIFORM_STEP = 2.0**-24
 # Stops the search should rounding leave the CDF a hair below a uniform very close to one.
 _INVERSE_CDF_MAX_TERMS = 100_000
 
+
+
+def named_categories(codes: np.ndarray, prefix: str, n_categories: int) -> pd.Categorical:
+    """Integer codes as a categorical with the names ``f"{prefix}_{code}"``."""
+    names = [f"{prefix}_{i}" for i in range(n_categories)]
+    return pd.Categorical.from_codes(codes, categories=names)
 
 def _negative_binomial(
     mu: np.ndarray, theta: np.ndarray, rng: np.random.Generator

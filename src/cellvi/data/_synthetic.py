@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cellvi.data._simulate import _check_float, _check_int
+from cellvi.data._simulate import _check_float, _check_int, named_categories
 
 __all__ = ["synthetic_iid"]
 
@@ -110,12 +110,8 @@ def synthetic_iid(
     labels = rng.integers(0, n_labels, size=n_cells)
     obs = pd.DataFrame(
         {
-            "batch": pd.Categorical.from_codes(
-                batch, categories=[f"batch_{b}" for b in range(n_batches)]
-            ),
-            "labels": pd.Categorical.from_codes(
-                labels, categories=[f"label_{i}" for i in range(n_labels)]
-            ),
+            "batch": named_categories(batch, "batch", n_batches),
+            "labels": named_categories(labels, "label", n_labels),
         },
         index=pd.Index([str(i) for i in range(n_cells)]),
     )
