@@ -99,3 +99,22 @@ def test_a_tiny_last_training_batch_is_dropped(manager) -> None:
     splitter = DataSplitter(manager, batch_size=22)
     assert splitter.drop_last
     assert not DataSplitter(manager, batch_size=20).drop_last
+
+
+def test_minibatch_order_is_not_the_weight_initialisation_stream(manager, restore_seed) -> None:
+    # settings.seed seeds torch's global generator, which draws the initial weights; an order
+    # generator seeded with the same number would shuffle with those very random numbers.
+    n_cells, batch_size = 50, 10
+    sizes = manager.adata.obs["size_factor"].to_numpy(np.float32)
+    weight_stream_order = torch.randperm(n_cells, generator=torch.Generator().manual_seed(5)).numpy()
+    weight_stream_batches = [set(sizes[weight_stream_order[i : i + batch_size]]) for i in range(0, n_cells, batch_size)]
+    cellvi.settings.seed = 5
+    resident = ResidentTensors(AnnTorchDataset(manager), "cpu")
+    loaders = {
+        "resident": ResidentLoader(resident, np.arange(n_cells), batch_size=batch_size, shuffle=True),
+        "host": AnnDataLoader(manager, indices=np.arange(n_cells), batch_size=batch_size, shuffle=True),
+    }
+    for name, loader in loaders.items():
+        served_batches = [set(batch["size_factor"].ravel().numpy()) for batch in loader]
+        assert len(set(sizes[:n_cells])) == n_cells  # cells are told apart by their size factor
+        assert served_batches != weight_stream_batches, name

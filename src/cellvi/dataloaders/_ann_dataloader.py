@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from cellvi._settings import settings
 from cellvi.data import AnnDataManager
 from cellvi.dataloaders._dataset import AnnTorchDataset
+from cellvi.dataloaders._generator import order_generator
 from cellvi.dataloaders._indices import as_cell_indices
 from cellvi.dataloaders._sampler import BatchIndexSampler
 
@@ -38,8 +39,8 @@ class AnnDataLoader(DataLoader):
     batch_size
         Cells per minibatch; ``None`` uses ``cellvi.settings.batch_size``.
     shuffle
-        Draw a new order at each epoch, from a torch generator seeded from
-        ``cellvi.settings.seed`` when it is set (from torch's global generator otherwise).
+        Draw a new order at each epoch (reproducible under ``cellvi.settings.seed``, see
+        :func:`order_generator`).
     drop_last
         Leave out the last, incomplete minibatch.
     data_and_attributes
@@ -75,8 +76,8 @@ class AnnDataLoader(DataLoader):
         self.load_sparse_tensor = load_sparse_tensor
         self.minibatch_size = settings.batch_size if batch_size is None else batch_size
         generator = data_loader_kwargs.pop("generator", None)
-        if generator is None and settings.seed is not None:
-            generator = torch.Generator().manual_seed(settings.seed)
+        if generator is None and shuffle:
+            generator = order_generator()
         sampler = data_loader_kwargs.pop("sampler", None)
         if sampler is None:
             sampler = BatchIndexSampler(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from cellvi._settings import settings
+from cellvi.dataloaders._generator import order_generator
 from cellvi.dataloaders._resident import ResidentTensors
 
 
@@ -23,7 +23,7 @@ class ResidentLoader:
     batch_size
         Cells per minibatch.
     shuffle
-        Draw a new order every epoch (on the device; seeded from ``cellvi.settings.seed``).
+        Draw a new order every epoch, on the device (see :func:`order_generator`).
     drop_last
         Skip the last, incomplete minibatch.
     """
@@ -41,11 +41,7 @@ class ResidentLoader:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.generator = torch.Generator(device=tensors.device)
-        if settings.seed is not None:
-            self.generator.manual_seed(settings.seed)
-        else:
-            self.generator.seed()
+        self.generator = order_generator(tensors.device) if shuffle else None
 
     def __len__(self) -> int:
         n_cells = len(self.indices)
