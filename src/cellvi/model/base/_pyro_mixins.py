@@ -12,8 +12,9 @@ import torch
 from anndata import AnnData
 
 from cellvi.dataloaders import DataSplitter
-from cellvi.module.base._pyro_module import private_param_store
+from cellvi.model.base._queries import posterior_query
 from cellvi.model.base._training_mixin import run_training
+from cellvi.module.base._pyro_module import private_param_store
 from cellvi.train import PyroTrainingPlan, TrainRunner
 
 logger = logging.getLogger("cellvi")
@@ -108,6 +109,7 @@ def _default_summaries() -> dict[str, SummaryFun]:
 class PyroSampleMixin:
     """Add ``sample_posterior``: summaries of posterior draws of a Pyro module's sites."""
 
+    @posterior_query
     @torch.no_grad()
     def sample_posterior(
         self,
@@ -152,7 +154,6 @@ class PyroSampleMixin:
             ``{summary name: {site name: array}}``; a local site's arrays have the cells along
             the plate's axis, in the order of ``indices``.
         """
-        self._check_if_trained()
         module = self.module
         plate = module.list_obs_plate_vars
         if not plate.get("name") and not plate.get("in"):
@@ -162,20 +163,15 @@ class PyroSampleMixin:
         local: Samples = {}
         glob: dict[str, np.ndarray] = {}
         axes: dict[str, int] = {}
-        was_training = module.training
-        module.eval()
-        try:
-            loader = self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size)
-            for tensors in loader:
-                draws = _draw(module, tensors, num_samples, return_sites, return_observed, plate)
-                for site, (values, axis) in draws.items():
-                    if axis is None:
-                        glob.setdefault(site, values)
-                    else:
-                        axes[site] = axis
-                        local.setdefault(site, []).append(values)
-        finally:
-            module.train(was_training)
+        loader = self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size)
+        for tensors in loader:
+            draws = _draw(module, tensors, num_samples, return_sites, return_observed, plate)
+            for site, (values, axis) in draws.items():
+                if axis is None:
+                    glob.setdefault(site, values)
+                else:
+                    axes[site] = axis
+                    local.setdefault(site, []).append(values)
         results: dict[str, dict[str, np.ndarray]] = {name: {} for name in summaries}
         for name, fun in summaries.items():
             for site, chunks in local.items():

@@ -9,11 +9,13 @@ import torch
 from anndata import AnnData
 from torch.distributions import Normal
 
+from cellvi.model.base._queries import posterior_query
 
 
 class VAEMixin:
     """Add ELBO, marginal likelihood, reconstruction error and latent representation queries."""
 
+    @posterior_query
     @torch.inference_mode()
     def get_elbo(
         self,
@@ -27,7 +29,6 @@ class VAEMixin:
         Global KL terms, if a module has any, are shared equally by the cells. Returns the
         mean over cells, or one value per cell with ``return_mean=False``.
         """
-        self._check_if_trained()
         per_cell = []
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             _, _, losses = self.module(tensors)
@@ -36,6 +37,7 @@ class VAEMixin:
         values = torch.cat(per_cell).numpy()
         return float(values.mean()) if return_mean else values
 
+    @posterior_query
     @torch.inference_mode()
     def get_marginal_ll(
         self,
@@ -47,7 +49,6 @@ class VAEMixin:
         n_mc_samples_per_pass: int = 1,
     ) -> float | np.ndarray:
         """Importance-sampled ``log p(x)`` per cell (higher is better); the mean by default."""
-        self._check_if_trained()
         if not hasattr(self.module, "marginal_ll"):
             raise NotImplementedError(f"{type(self.module).__name__} has no marginal_ll method.")
         per_cell = [
@@ -59,6 +60,7 @@ class VAEMixin:
         values = torch.cat(per_cell).numpy()
         return float(values.mean()) if return_mean else values
 
+    @posterior_query
     @torch.inference_mode()
     def get_reconstruction_error(
         self,
@@ -68,7 +70,6 @@ class VAEMixin:
         return_mean: bool = True,
     ) -> dict[str, float | np.ndarray]:
         """Reconstruction loss (negative log-likelihood) per loss term: the cell mean or per cell."""
-        self._check_if_trained()
         per_term: dict[str, list[torch.Tensor]] = {}
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             _, _, losses = self.module(tensors)
@@ -77,6 +78,7 @@ class VAEMixin:
         result = {name: torch.cat(chunks).numpy() for name, chunks in per_term.items()}
         return {name: float(v.mean()) for name, v in result.items()} if return_mean else result
 
+    @posterior_query
     @torch.inference_mode()
     def get_latent_representation(
         self,
@@ -105,7 +107,6 @@ class VAEMixin:
         return_dist
             Return the posterior's ``(means, variances)`` instead.
         """
-        self._check_if_trained()
         latents, variances = [], []
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             inference_inputs = self.module._get_inference_input(tensors)
