@@ -25,7 +25,39 @@ def split(n_cells: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """80 / 10 / 10 train / validation / test split, the same for both libraries."""
     order = np.random.default_rng(seed).permutation(n_cells)
     n_train, n_valid = int(0.8 * n_cells), int(0.1 * n_cells)
-    return np.sort(order[:n_train]), np.sort(order[n_train : n_train + n_valid]), np.sort(order[n_train + n_valid :])
+    return (
+        np.sort(order[:n_train]),
+        np.sort(order[n_train : n_train + n_valid]),
+        np.sort(order[n_train + n_valid :]),
+    )
+
+
+def per_cell_mean(values) -> float:
+    """Mean of per-cell values, whatever array type a library returns them in."""
+    return float(np.mean(np.asarray(values, dtype=np.float64)))
+
+
+def heldout_figures(
+    model, model_name: str, test: np.ndarray, n_mc_samples: int
+) -> dict[str, float]:
+    """Held-out ELBO and marginal LL (SCVI) or reconstruction loss (CondSCVI), means over cells.
+
+    Both libraries are asked for per-cell values and averaged here: scvi-tools 1.4's
+    ``get_marginal_ll(return_mean=True)`` averages the minibatch means, which weights the
+    cells of a short last minibatch more than the others.
+    """
+    figures = {"heldout_elbo": per_cell_mean(model.get_elbo(indices=test, return_mean=False))}
+    if model_name == "SCVI":
+        figures["heldout_marginal_ll"] = per_cell_mean(
+            model.get_marginal_ll(indices=test, n_mc_samples=n_mc_samples, return_mean=False)
+        )
+    else:
+        # scvi-tools' VAEC has no marginal_ll; both libraries report the reconstruction NLL.
+        reconstruction = model.get_reconstruction_error(indices=test, return_mean=False)[
+            "reconstruction_loss"
+        ]
+        figures["heldout_reconstruction_loss"] = per_cell_mean(reconstruction)
+    return figures
 
 
 def main() -> None:
@@ -83,19 +115,12 @@ def main() -> None:
         "max_epochs": args.max_epochs,
         "threads": args.threads,
         "train_seconds": train_seconds,
-        # Both libraries document get_elbo as the ELBO and get_marginal_ll as log p(x), per cell.
-        "heldout_elbo": float(model.get_elbo(indices=test)),
+        **heldout_figures(model, args.model, test, args.n_mc_samples),
         "test_indices": test.tolist(),
         "train_indices": train.tolist(),
     }
-    if args.model == "SCVI":
-        marginal_ll = model.get_marginal_ll(indices=test, n_mc_samples=args.n_mc_samples)
-        result["heldout_marginal_ll"] = float(marginal_ll)
-    else:
-        # scvi-tools' VAEC has no marginal_ll; both libraries report the reconstruction NLL.
+    if args.model == "CondSCVI":
         result["model"] = args.model
-        reconstruction = model.get_reconstruction_error(indices=test)["reconstruction_loss"]
-        result["heldout_reconstruction_loss"] = float(reconstruction)
     args.output.write_text(json.dumps(result))
 
 
