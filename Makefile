@@ -6,7 +6,8 @@ VENV ?= .venv
 # Override for a GPU machine, e.g. make test TORCH_SPEC="torch==2.13.0 --index-url ...".
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
-# The reference library for benchmarks lives in its own environment (never a cellvi dependency).
+# The reference library for benchmarks lives in its own environment (never a cellvi dependency);
+# safetensors lets the diagnostics that need both libraries import cellvi from src/ there.
 REFERENCE_VENV ?= .venv-scvi-tools
 SCVI_TOOLS_SPEC ?= scvi-tools==1.4.2
 
@@ -36,7 +37,7 @@ $(REFERENCE_VENV)/.installed:
 	@test -x $(REFERENCE_VENV)/bin/python || $(PYTHON) -m venv $(REFERENCE_VENV)
 	$(REFERENCE_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(REFERENCE_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
-	$(REFERENCE_VENV)/bin/python -m pip install --quiet $(SCVI_TOOLS_SPEC)
+	$(REFERENCE_VENV)/bin/python -m pip install --quiet $(SCVI_TOOLS_SPEC) safetensors
 	@touch $@
 
 benchmark-quality: $(STAMP) bench-env
