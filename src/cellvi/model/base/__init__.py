@@ -3,6 +3,7 @@
 from cellvi.model.base._base_model import BaseModelClass
 from cellvi.model.base._files import ModelFileError
 from cellvi.model.base._pyro_mixins import PyroSampleMixin, PyroSviTrainMixin
+from cellvi.model.base._queries import posterior_query
 from cellvi.model.base._training_mixin import UnsupervisedTrainingMixin
 from cellvi.model.base._vae_mixin import VAEMixin
 
@@ -13,4 +14,5 @@ __all__ = [
     "PyroSviTrainMixin",
     "UnsupervisedTrainingMixin",
     "VAEMixin",
+    "posterior_query",
 ]
