@@ -1,7 +1,7 @@
 """Do scvi-tools' and cellvi's SCVI train and answer queries by the same algorithm?
 
-A diagnostic for the kang comparison, in three checks (one seed, 80% training cells of the
-benchmark's split):
+A diagnostic for the kang comparison, in four checks (80% training cells of the benchmark's
+split):
 
 1. replay: each library's ``SCVI.train()`` is recorded step by step (the minibatch, the KL
    weight and torch's random state as each training step starts) and then replayed from the
@@ -12,6 +12,8 @@ benchmark's split):
    held-out ELBO, reconstruction loss and latent means from both libraries' queries.
 3. one step: from those weights, the same minibatch and the same random state, the training
    loss and every gradient in both modules.
+4. initial weights: for each of several seeds, which tensors both libraries draw as the same
+   numbers, and the spread of each tensor in both.
 
 It needs both libraries in one environment: scvi-tools' (``make bench-env``) with cellvi on
 the path.
@@ -83,14 +85,19 @@ def largest_difference(first: dict[str, torch.Tensor], second: dict[str, torch.T
     return max(float((first[name] - second[name]).abs().max()) for name in shared)
 
 
+def build_scvi(library: Any, adata: anndata.AnnData, seed: int) -> Any:
+    """A library's SCVI on ``adata`` (set up with the condition as batch), seeded."""
+    library.settings.seed = seed
+    library.model.SCVI.setup_anndata(adata, batch_key="condition")
+    return library.model.SCVI(adata)
+
+
 def train_and_replay(
     library: Any, adata: anndata.AnnData, seed: int, epochs: int, fused: bool
 ) -> tuple[Any, list[Step], float]:
     """Train a library's SCVI while recording, replay the steps; the largest weight gap."""
     train, valid, test = split(adata.n_obs, seed)
-    library.settings.seed = seed
-    library.model.SCVI.setup_anndata(adata, batch_key="condition")
-    model = library.model.SCVI(adata)
+    model = build_scvi(library, adata, seed)
     initial = copy.deepcopy(model.module)
     with StepRecorder(library.train.TrainingPlan) as recorder:
         model.train(
@@ -143,6 +150,32 @@ def compare_one_step(reference: Any, candidate: Any, step: Step) -> None:
     )
 
 
+def compare_initial_weights(
+    reference: Any, candidate: Any, adata: anndata.AnnData, seeds: list[int]
+) -> None:
+    """Per random tensor: seeds on which both libraries draw the same numbers; mean spreads."""
+    rows: dict[str, list[tuple[bool, float, float]]] = {}
+    for seed in seeds:
+        candidate_weights = build_scvi(candidate, adata.copy(), seed).module.state_dict()
+        reference_module = build_scvi(reference, adata.copy(), seed).module
+        reference_weights = renamed_weights(
+            reference_module.state_dict(), list(candidate_weights), n_latent=10
+        )
+        for name in reference_weights.keys() & candidate_weights.keys():
+            first, second = reference_weights[name].float(), candidate_weights[name].float()
+            if first.numel() > 1 and float(first.std()) > 0:
+                rows.setdefault(name, []).append(
+                    (torch.equal(first, second), float(first.std()), float(second.std()))
+                )
+    for name, values in sorted(rows.items()):
+        same = sum(equal for equal, _, _ in values)
+        spreads = np.mean([(first, second) for _, first, second in values], axis=0)
+        print(
+            f"  {name:<45} same numbers for {same}/{len(values)} seeds, "
+            f"sd {spreads[0]:.4f} vs {spreads[1]:.4f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,6 +183,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--init-seeds", nargs="+", type=int, default=list(range(8)))
     args = parser.parse_args()
     import scvi
 
@@ -169,8 +203,7 @@ def main() -> None:
 
     reference, steps = trained["scvi-tools"]
     candidate_adata = adata.copy()
-    cellvi.model.SCVI.setup_anndata(candidate_adata, batch_key="condition")
-    candidate = cellvi.model.SCVI(candidate_adata)
+    candidate = build_scvi(cellvi, candidate_adata, args.seed)
     transplant(reference.module, candidate.module, n_latent=10)
     candidate.is_trained_ = True
     candidate.module.eval()
@@ -178,6 +211,8 @@ def main() -> None:
     compare_queries(reference, candidate, split(adata.n_obs, args.seed)[2])
     print("3. one training step from those weights, same minibatch and random state")
     compare_one_step(reference, candidate, steps[-1])
+    print(f"4. initial weights, seeds {args.init_seeds} (scvi-tools vs cellvi)")
+    compare_initial_weights(scvi, cellvi, adata, args.init_seeds)
 
 
 if __name__ == "__main__":
