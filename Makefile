@@ -14,7 +14,7 @@ SCVI_TOOLS_SPEC ?= scvi-tools==1.4.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cellvi-installed
 
-.PHONY: venv test demo bench-env benchmark-quality clean
+.PHONY: venv lint test demo bench-env benchmark-quality clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	@touch $@
 
-test: $(STAMP)
+# ruff keeps the tree clean: lint and format check, before the suite (so also in CI).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)

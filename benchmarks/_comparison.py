@@ -34,22 +34,39 @@ HIGHER_IS_BETTER = {
 
 def comparison_parser(description: str, output_name: str) -> argparse.ArgumentParser:
     """Options every library-against-library comparison takes."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reference-python", help="python of the scvi-tools environment")
     parser.add_argument("--cellvi-python", default=sys.executable)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--n-mc-samples", type=int, default=100, help="importance samples of the marginal LL")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once (timings then share the cores)")
     parser.add_argument(
-        "--libraries", nargs="+", choices=LIBRARIES, default=list(LIBRARIES),
-        help="train only these (e.g. cellvi after a change; merge with earlier runs via --summarise)",
+        "--n-mc-samples", type=int, default=100, help="importance samples of the marginal LL"
     )
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / output_name)
     parser.add_argument(
-        "--summarise", nargs="+", type=Path, metavar="RESULTS",
+        "--jobs", type=int, default=1, help="runs at once (timings then share the cores)"
+    )
+    parser.add_argument(
+        "--libraries",
+        nargs="+",
+        choices=LIBRARIES,
+        default=list(LIBRARIES),
+        help=(
+            "train only these (e.g. cellvi after a change; merge with earlier runs via "
+            "--summarise)"
+        ),
+    )
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "benchmarks" / "results" / output_name
+    )
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS",
         help="train nothing: print the table of earlier results files, merged",
     )
     return parser
@@ -61,7 +78,9 @@ def parse_comparison_args(parser: argparse.ArgumentParser) -> argparse.Namespace
     if args.summarise:
         return args
     if args.reference_python is None and "scvi-tools" in args.libraries:
-        parser.error("--reference-python (the scvi-tools environment, see `make bench-env`) is required.")
+        parser.error(
+            "--reference-python (the scvi-tools environment, see `make bench-env`) is required."
+        )
     if not args.data_dir.is_dir():
         sys.exit(f"No data directory at {args.data_dir} (see ../shared/data/README.md).")
     return args
@@ -72,18 +91,46 @@ def load_results(paths: Sequence[Path]) -> list[dict]:
     merged: dict[tuple, dict] = {}
     for path in paths:
         for result in json.loads(path.read_text()):
-            merged[(result["library"], result["dataset"], result.get("model", "SCVI"), result["seed"])] = result
+            merged[
+                (result["library"], result["dataset"], result.get("model", "SCVI"), result["seed"])
+            ] = result
     return list(merged.values())
 
 
-def run_worker(python: str, library: str, dataset: str, model: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
+def run_worker(
+    python: str,
+    library: str,
+    dataset: str,
+    model: str,
+    seed: int,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> dict:
     """Train one library's model on one dataset for one seed; return its figures and latent."""
     stem = workdir / f"{library}-{model}-{dataset}-{seed}"
     command = [
-        python, str(ROOT / "benchmarks" / "_quality_worker.py"), "--library", library, "--model", model,
-        "--dataset", dataset, "--data-dir", str(args.data_dir), "--seed", str(seed),
-        "--max-epochs", str(args.max_epochs), "--threads", str(args.threads),
-        "--n-mc-samples", str(args.n_mc_samples), "--output", f"{stem}.json", "--latent", f"{stem}.npy",
+        python,
+        str(ROOT / "benchmarks" / "_quality_worker.py"),
+        "--library",
+        library,
+        "--model",
+        model,
+        "--dataset",
+        dataset,
+        "--data-dir",
+        str(args.data_dir),
+        "--seed",
+        str(seed),
+        "--max-epochs",
+        str(args.max_epochs),
+        "--threads",
+        str(args.threads),
+        "--n-mc-samples",
+        str(args.n_mc_samples),
+        "--output",
+        f"{stem}.json",
+        "--latent",
+        f"{stem}.npy",
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     result = json.loads(Path(f"{stem}.json").read_text())
@@ -112,7 +159,9 @@ def run_all(
         return list(pool.map(one, runs))
 
 
-def _difference(cellvi: dict[int, float], reference: dict[int, float]) -> tuple[float, float, float, str]:
+def _difference(
+    cellvi: dict[int, float], reference: dict[int, float]
+) -> tuple[float, float, float, str]:
     """Mean difference cellvi - scvi-tools with its 95% interval: paired by seed when possible."""
     shared = sorted(set(cellvi) & set(reference))
     if len(shared) >= 2 and len(shared) == len(cellvi) == len(reference):
@@ -142,24 +191,31 @@ def verdict(low: float, high: float, higher_is_better: bool) -> str:
 def summarise(results: list[dict]) -> str:
     """Markdown table: per dataset and metric, each library's mean ± sd and the verdict."""
     lines = [
-        "| dataset | metric | cellvi (mean ± sd) | scvi-tools (mean ± sd) | cellvi − scvi-tools [95% CI] | verdict |",
+        "| dataset | metric | cellvi (mean ± sd) | scvi-tools (mean ± sd) "
+        "| cellvi − scvi-tools [95% CI] | verdict |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for dataset in sorted({r["dataset"] for r in results}):
         for metric, higher_is_better in HIGHER_IS_BETTER.items():
             by_seed = {
-                library: {r["seed"]: r[metric] for r in results if r["dataset"] == dataset and r["library"] == library and metric in r}
+                library: {
+                    r["seed"]: r[metric]
+                    for r in results
+                    if r["dataset"] == dataset and r["library"] == library and metric in r
+                }
                 for library in LIBRARIES
             }
             if any(not values for values in by_seed.values()):
                 continue
             cells = [
-                f"{np.mean(list(v.values())):.4g} ± {np.std(list(v.values()), ddof=1) if len(v) > 1 else 0:.2g} (n={len(v)})"
+                f"{np.mean(list(v.values())):.4g} ± "
+                f"{np.std(list(v.values()), ddof=1) if len(v) > 1 else 0:.2g} (n={len(v)})"
                 for v in by_seed.values()
             ]
             mean, low, high, kind = _difference(by_seed["cellvi"], by_seed["scvi-tools"])
             lines.append(
-                f"| {dataset} | {metric} | {cells[0]} | {cells[1]} | {mean:+.4g} [{low:+.3g}, {high:+.3g}] {kind} "
+                f"| {dataset} | {metric} | {cells[0]} | {cells[1]} "
+                f"| {mean:+.4g} [{low:+.3g}, {high:+.3g}] {kind} "
                 f"| {verdict(low, high, higher_is_better)} |"
             )
     return "\n".join(lines)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _neighbours(queries: np.ndarray, references: np.ndarray, k: int, exclude_self: bool) -> np.ndarray:
+def _neighbours(
+    queries: np.ndarray, references: np.ndarray, k: int, exclude_self: bool
+) -> np.ndarray:
     """Indices of the ``k`` nearest references of each query (Euclidean), in blocks."""
     result = np.empty((len(queries), k), dtype=np.int64)
     reference_norms = (references**2).sum(1)
@@ -19,7 +21,9 @@ def _neighbours(queries: np.ndarray, references: np.ndarray, k: int, exclude_sel
     return result
 
 
-def knn_accuracy(latent: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, k: int = 15) -> float:
+def knn_accuracy(
+    latent: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, k: int = 15
+) -> float:
     """Accuracy of a majority vote of the ``k`` nearest training cells, on the test cells."""
     neighbours = _neighbours(latent[test], latent[train], k, exclude_self=False)
     votes = labels[train][neighbours]

@@ -58,7 +58,9 @@ def main() -> None:
     result = {
         "library": args.library,
         "version": library.__version__,
-        "device": torch.cuda.get_device_name() if on_gpu else f"cpu x {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name()
+        if on_gpu
+        else f"cpu x {torch.get_num_threads()} threads",
         "batch_size": args.batch_size,
         "max_epochs": args.max_epochs,
         "train_seconds": seconds,

@@ -34,9 +34,13 @@ def add_latent_metrics(result: dict, adata: anndata.AnnData) -> None:
     if "cell_type" in adata.obs:
         labels = adata.obs["cell_type"].astype(str).to_numpy()
         known = labels != "NA"
-        result["knn_accuracy"] = knn_accuracy(latent, labels, train[known[train]], test[known[test]])
+        result["knn_accuracy"] = knn_accuracy(
+            latent, labels, train[known[train]], test[known[test]]
+        )
     if "condition" in adata.obs:
-        result["batch_mixing"] = batch_mixing_entropy(latent, adata.obs["condition"].astype(str).to_numpy())
+        result["batch_mixing"] = batch_mixing_entropy(
+            latent, adata.obs["condition"].astype(str).to_numpy()
+        )
 
 
 def main() -> None:
@@ -47,14 +51,29 @@ def main() -> None:
         print(summarise(load_results(args.summarise)))
         return
 
-    cells = {dataset: anndata.read_h5ad(args.data_dir / DATASETS[dataset]["file"], backed="r") for dataset in args.datasets}
-    runs = [(library, dataset, seed) for dataset in args.datasets for seed in args.seeds for library in args.libraries]
+    cells = {
+        dataset: anndata.read_h5ad(args.data_dir / DATASETS[dataset]["file"], backed="r")
+        for dataset in args.datasets
+    }
+    runs = [
+        (library, dataset, seed)
+        for dataset in args.datasets
+        for seed in args.seeds
+        for library in args.libraries
+    ]
     with tempfile.TemporaryDirectory() as workdir:
-        results = run_all(runs, "SCVI", args, Path(workdir), lambda result: add_latent_metrics(result, cells[result["dataset"]]))
+        results = run_all(
+            runs,
+            "SCVI",
+            args,
+            Path(workdir),
+            lambda result: add_latent_metrics(result, cells[result["dataset"]]),
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1))
     print(
-        f"\n{len(args.seeds)} seeds, {args.max_epochs} epochs, batch size 128, {args.threads} torch "
+        f"\n{len(args.seeds)} seeds, {args.max_epochs} epochs, batch size 128, "
+        f"{args.threads} torch "
         f"thread(s) per run, {args.jobs} run(s) at once, held-out = 10% test cells\n"
     )
     print(summarise(results))

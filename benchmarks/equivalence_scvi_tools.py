@@ -198,7 +198,9 @@ def main() -> None:
         trained[name] = (model, steps)
         kl_weights = sorted({kl for _, kl, _ in steps})
         print(
-            f"  {name:<10} {len(steps)} steps, KL weights {kl_weights[0]:.4f}-{kl_weights[-1]:.4f}, largest weight gap {gap:.2e}"
+            f"  {name:<10} {len(steps)} steps, "
+            f"KL weights {kl_weights[0]:.4f}-{kl_weights[-1]:.4f}, "
+            f"largest weight gap {gap:.2e}"
         )
 
     reference, steps = trained["scvi-tools"]

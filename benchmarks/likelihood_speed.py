@@ -99,8 +99,10 @@ def time_likelihoods(data: dict[str, Tensor], repeats: int) -> None:
             start = time.process_time()
             fn(*params).sum().backward()
             times[name].append(time.process_time() - start)
-    print(f"likelihood forward + backward, {x.shape[0]} x {x.shape[1]} "
-          f"(density {(x > 0).float().mean():.2f}), theta per gene:")
+    print(
+        f"likelihood forward + backward, {x.shape[0]} x {x.shape[1]} "
+        f"(density {(x > 0).float().mean():.2f}), theta per gene:"
+    )
     for name, samples in times.items():
         print(f"  {name:26s} {median_ms(samples):7.2f} ms")
 

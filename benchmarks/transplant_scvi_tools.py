@@ -108,7 +108,8 @@ def main() -> None:
     counts = torch.as_tensor(adata.X.toarray(), dtype=torch.float32)
     batches = torch.as_tensor((condition == "stim").astype(np.int64))[:, None]
     print(
-        "| seed | scvi-tools VAE mixing | cellvi VAE mixing | difference |\n| --- | --- | --- | --- |"
+        "| seed | scvi-tools VAE mixing | cellvi VAE mixing | difference |\n"
+        "| --- | --- | --- | --- |"
     )
     for seed in args.seeds:
         train_cells = split(adata.n_obs, seed)[0]

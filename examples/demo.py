@@ -22,7 +22,10 @@ def main() -> None:
     n_epochs = 30
     start = time.perf_counter()
     model.train(
-        max_epochs=n_epochs, train_size=0.8, validation_size=0.1, accelerator="cpu",
+        max_epochs=n_epochs,
+        train_size=0.8,
+        validation_size=0.1,
+        accelerator="cpu",
         enable_progress_bar=False,
     )
     seconds = time.perf_counter() - start
@@ -44,7 +47,9 @@ def main() -> None:
     adata_path = OUTPUT / "simulated_scvi.h5ad"
     adata.write_h5ad(adata_path)
     model.save(OUTPUT / "scvi_model", overwrite=True)
-    print(f"Wrote {adata_path} (latent in obsm['X_scVI']) and the model to {OUTPUT / 'scvi_model'}.")
+    print(
+        f"Wrote {adata_path} (latent in obsm['X_scVI']) and the model to {OUTPUT / 'scvi_model'}."
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ class Settings:
         if isinstance(level, str):
             numeric = logging.getLevelName(level.upper())
             if not isinstance(numeric, int):
-                raise ValueError(f"Unknown verbosity {level!r}; use DEBUG, INFO, WARNING or ERROR.")
+                raise ValueError(
+                    f"Unknown verbosity {level!r}; use DEBUG, INFO, WARNING or ERROR."
+                )
             level = numeric
         self._verbosity = int(level)
         logger.setLevel(self._verbosity)

@@ -85,9 +85,14 @@ def test_summarise_says_worse_only_when_the_whole_interval_is_worse():
 
 def test_load_results_merges_files_and_counts_a_run_once(tmp_path):
     first = _runs("batch_mixing", [0.7, 0.8], [0.75, 0.85])
-    rerun = [{**first[0], "batch_mixing": 0.9}, {"library": "cellvi", "dataset": "kang", "seed": 7, "batch_mixing": 0.6}]
+    rerun = [
+        {**first[0], "batch_mixing": 0.9},
+        {"library": "cellvi", "dataset": "kang", "seed": 7, "batch_mixing": 0.6},
+    ]
     (tmp_path / "a.json").write_text(json.dumps(first))
     (tmp_path / "b.json").write_text(json.dumps(rerun))
     merged = load_results([tmp_path / "a.json", tmp_path / "b.json"])
     assert len(merged) == 5
-    assert {r["batch_mixing"] for r in merged if r["library"] == "cellvi" and r["seed"] == 0} == {0.9}
+    assert {r["batch_mixing"] for r in merged if r["library"] == "cellvi" and r["seed"] == 0} == {
+        0.9
+    }

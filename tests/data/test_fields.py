@@ -194,9 +194,7 @@ class TestNumericalObsField:
             NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, None, required=True)
 
     def test_registered_column_is_read_as_is(self, adata):
-        manager = register(
-            adata, NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, "size_factor")
-        )
+        manager = register(adata, NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, "size_factor"))
         field = manager.fields[0]
         state = manager.get_state_registry(REGISTRY_KEYS.SIZE_FACTOR_KEY)
         assert state == {"original_key": "size_factor"}

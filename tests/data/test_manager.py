@@ -85,7 +85,7 @@ def test_summary_stats_attribute_access(adata, manager_factory):
     assert stats.n_batch == stats["n_batch"] == 2
     assert stats.n_labels == 3 and stats.n_vars == 12 and stats.n_cells == 40
     with pytest.raises(AttributeError, match=r"No summary statistic 'n_nothing'"):
-        stats.n_nothing
+        _ = stats.n_nothing
     assert copy.deepcopy(stats) == stats
 
 
@@ -176,7 +176,7 @@ def test_unregistered_manager_errors(seed_fields):
     with pytest.raises(KeyError, match=r"'X' is not registered"):
         manager.get_from_registry("X")
     with pytest.raises(RuntimeError, match=r"No AnnData is registered"):
-        manager.adata_uuid
+        _ = manager.adata_uuid
     with pytest.raises(RuntimeError, match=r"No AnnData is registered"):
         manager.transfer_fields(None)
     with pytest.raises(RuntimeError, match=r"No AnnData is registered"):

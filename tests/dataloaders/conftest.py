@@ -37,7 +37,7 @@ def build_adata(n_cells: int = N_CELLS, x_format: str = "dense", seed: int = 0) 
     """A tiny AnnData whose counts are stored as ``x_format`` ("dense", "csr" or "csc")."""
     rng = np.random.default_rng(seed)
     # Sparse-ish counts so CSR/CSC really hold structural zeros.
-    counts = (rng.poisson(1.0, size=(n_cells, N_GENES)) * rng.integers(0, 2, (n_cells, N_GENES)))
+    counts = rng.poisson(1.0, size=(n_cells, N_GENES)) * rng.integers(0, 2, (n_cells, N_GENES))
     counts = counts.astype(np.float32)
     obs = pd.DataFrame(
         {

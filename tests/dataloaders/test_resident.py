@@ -28,11 +28,17 @@ def test_resident_rows_equal_host_rows(any_manager, expected_arrays) -> None:
 
 
 def test_resident_csr_handles_empty_rows_and_an_empty_matrix() -> None:
-    matrix = sparse.csr_matrix(np.array([[0, 0, 0], [1, 0, 2], [0, 0, 0], [0, 5, 0]], dtype=np.float32))
+    matrix = sparse.csr_matrix(
+        np.array([[0, 0, 0], [1, 0, 2], [0, 0, 0], [0, 5, 0]], dtype=np.float32)
+    )
     resident = ResidentCSR(matrix, torch.float32, torch.device("cpu"))
     rows = torch.tensor([0, 3, 1, 2])
-    np.testing.assert_array_equal(resident.dense_rows(rows).numpy(), matrix.toarray()[rows.numpy()])
-    empty = ResidentCSR(sparse.csr_matrix((3, 4), dtype=np.float32), torch.float32, torch.device("cpu"))
+    np.testing.assert_array_equal(
+        resident.dense_rows(rows).numpy(), matrix.toarray()[rows.numpy()]
+    )
+    empty = ResidentCSR(
+        sparse.csr_matrix((3, 4), dtype=np.float32), torch.float32, torch.device("cpu")
+    )
     assert torch.equal(empty.dense_rows(torch.tensor([2, 0])), torch.zeros(2, 4))
 
 
@@ -76,14 +82,22 @@ def _setup_splitter(manager, **kwargs) -> DataSplitter:
 def test_splitter_chooses_the_resident_path_by_default_on_cpu(manager) -> None:
     assert isinstance(_setup_splitter(manager).train_dataloader(), ResidentLoader)
     assert isinstance(_setup_splitter(manager).val_dataloader(), ResidentLoader)
-    assert isinstance(_setup_splitter(manager, device_resident=False).train_dataloader(), AnnDataLoader)
-    assert isinstance(_setup_splitter(manager, load_sparse_tensor=True).train_dataloader(), AnnDataLoader)
+    assert isinstance(
+        _setup_splitter(manager, device_resident=False).train_dataloader(), AnnDataLoader
+    )
+    assert isinstance(
+        _setup_splitter(manager, load_sparse_tensor=True).train_dataloader(), AnnDataLoader
+    )
 
 
 def test_auto_falls_back_to_the_host_when_data_do_not_fit(manager, monkeypatch) -> None:
-    monkeypatch.setattr("cellvi.dataloaders._data_splitter.fits_on_device", lambda nbytes, device: False)
+    monkeypatch.setattr(
+        "cellvi.dataloaders._data_splitter.fits_on_device", lambda nbytes, device: False
+    )
     assert isinstance(_setup_splitter(manager).train_dataloader(), AnnDataLoader)
-    assert isinstance(_setup_splitter(manager, device_resident=True).train_dataloader(), ResidentLoader)
+    assert isinstance(
+        _setup_splitter(manager, device_resident=True).train_dataloader(), ResidentLoader
+    )
 
 
 def test_bad_device_resident_options(manager) -> None:
@@ -106,13 +120,21 @@ def test_minibatch_order_is_not_the_weight_initialisation_stream(manager, restor
     # generator seeded with the same number would shuffle with those very random numbers.
     n_cells, batch_size = 50, 10
     sizes = manager.adata.obs["size_factor"].to_numpy(np.float32)
-    weight_stream_order = torch.randperm(n_cells, generator=torch.Generator().manual_seed(5)).numpy()
-    weight_stream_batches = [set(sizes[weight_stream_order[i : i + batch_size]]) for i in range(0, n_cells, batch_size)]
+    weight_stream_order = torch.randperm(
+        n_cells, generator=torch.Generator().manual_seed(5)
+    ).numpy()
+    weight_stream_batches = [
+        set(sizes[weight_stream_order[i : i + batch_size]]) for i in range(0, n_cells, batch_size)
+    ]
     cellvi.settings.seed = 5
     resident = ResidentTensors(AnnTorchDataset(manager), "cpu")
     loaders = {
-        "resident": ResidentLoader(resident, np.arange(n_cells), batch_size=batch_size, shuffle=True),
-        "host": AnnDataLoader(manager, indices=np.arange(n_cells), batch_size=batch_size, shuffle=True),
+        "resident": ResidentLoader(
+            resident, np.arange(n_cells), batch_size=batch_size, shuffle=True
+        ),
+        "host": AnnDataLoader(
+            manager, indices=np.arange(n_cells), batch_size=batch_size, shuffle=True
+        ),
     }
     for name, loader in loaders.items():
         served_batches = [set(batch["size_factor"].ravel().numpy()) for batch in loader]

@@ -129,7 +129,7 @@ def _gradients(fn, params):
 
 
 def _assert_gradients_close(got, ref, **tolerances):
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         assert (g is None) == (r is None)
         if g is not None:
             torch.testing.assert_close(g, r, **tolerances)
@@ -143,7 +143,7 @@ def test_float32_gradients_match_exact(kind, sparse):
     padded = lambda *p: (*p, zi_logits)[:3]  # noqa: E731
     got = _gradients(lambda *p: fused(kind, x, *padded(*p), sparse=sparse), params)
     ref = _gradients(lambda *p: exact(kind, x, *padded(*p)), [p.double() for p in params])
-    for name, g, r in zip(["mu", "theta", "zi_logits"], got, ref):
+    for name, g, r in zip(("mu", "theta", "zi_logits")[: len(params)], got, ref, strict=True):
         assert g.dtype == torch.float32
         tol = 1e-4 * r.abs() + 1e-5 * r.abs().max()
         assert torch.all((g.double() - r).abs() <= tol), name
@@ -213,11 +213,11 @@ def test_sparse_and_dense_paths_agree(kind):
     # In float64 the dense path's lgamma(x + 1e6) - lgamma(1e6) loses eps64 * 1.4e7 ~ 3e-9.
     for dtype, rtol in ((torch.float64, 1e-8), (torch.float32, 1e-5)):
         inputs = [t.to(dtype) for t in (mu, theta, zi_logits)]
-        sparse = _gradients(lambda *p: fused(kind, x.to(dtype), *p, sparse=True), inputs)
-        dense = _gradients(lambda *p: fused(kind, x.to(dtype), *p, sparse=False), inputs)
+        sparse = _gradients(lambda *p, d=dtype: fused(kind, x.to(d), *p, sparse=True), inputs)
+        dense = _gradients(lambda *p, d=dtype: fused(kind, x.to(d), *p, sparse=False), inputs)
         values = [fused(kind, x.to(dtype), *inputs, sparse=s) for s in (True, False)]
         torch.testing.assert_close(values[0], values[1], rtol=rtol, atol=rtol)
-        for s, d in zip(sparse, dense):
+        for s, d in zip(sparse, dense, strict=True):
             if d is not None:
                 torch.testing.assert_close(s, d, rtol=rtol, atol=rtol * d.abs().max().item())
 
@@ -229,7 +229,7 @@ def test_all_zero_and_all_nonzero_counts(kind, counts):
     x = torch.zeros_like(x) if counts == "zeros" else x + 1
     params = [mu, theta, zi_logits]
     for sparse in (True, False):
-        got = _gradients(lambda *p: fused(kind, x, *p, sparse=sparse), params)
+        got = _gradients(lambda *p, s=sparse: fused(kind, x, *p, sparse=s), params)
         ref = _gradients(lambda *p: exact(kind, x, *p), params)
         torch.testing.assert_close(fused(kind, x, *params, sparse=sparse), exact(kind, x, *params))
         _assert_gradients_close(got, ref)

@@ -250,7 +250,7 @@ def test_float32_gradients_agree_with_float64():
         thetat.requires_grad_(True)
         log_nb_positive(xt, mut, thetat).sum().backward()
         grads[dtype] = (mut.grad.double(), (thetat.grad * thetat).detach().double())
-    for low, high in zip(grads[torch.float32], grads[torch.float64]):
+    for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
         torch.testing.assert_close(low, high, rtol=1e-4, atol=1e-5)
 
 

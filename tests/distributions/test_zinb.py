@@ -149,11 +149,15 @@ def test_validation_and_required_arguments():
         ZeroInflatedNegativeBinomial(mu=1.0, theta=1.0)
     with pytest.raises(ValueError, match="parameter mu"):
         ZeroInflatedNegativeBinomial(
-            mu=torch.tensor([-1.0]), theta=torch.tensor([1.0]), zi_logits=torch.tensor([0.0]),
+            mu=torch.tensor([-1.0]),
+            theta=torch.tensor([1.0]),
+            zi_logits=torch.tensor([0.0]),
             validate_args=True,
         )
     dist = ZeroInflatedNegativeBinomial(
-        mu=torch.tensor([1.0]), theta=torch.tensor([1.0]), zi_logits=torch.tensor([0.0]),
+        mu=torch.tensor([1.0]),
+        theta=torch.tensor([1.0]),
+        zi_logits=torch.tensor([0.0]),
         validate_args=True,
     )
     with pytest.raises(ValueError, match="support"):

@@ -151,4 +151,3 @@ def test_view_is_copied_with_a_warning(trained):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.get_latent_representation(adata[100:150].copy())
-

@@ -23,8 +23,12 @@ def test_host_and_resident_paths_reach_the_same_heldout_elbo(restore_seed) -> No
         cellvi.settings.seed = 0
         model = cellvi.model.SCVI(adata)
         model.train(
-            max_epochs=10, accelerator="cpu", train_size=0.8, validation_size=0.1,
-            device_resident=resident, enable_progress_bar=False,
+            max_epochs=10,
+            accelerator="cpu",
+            train_size=0.8,
+            validation_size=0.1,
+            device_resident=resident,
+            enable_progress_bar=False,
         )
         loaders[resident] = type(model.trainer.train_dataloader)
         elbos[resident] = model.get_elbo(indices=model.test_indices)

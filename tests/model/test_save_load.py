@@ -16,8 +16,7 @@ import torch
 
 import cellvi
 from cellvi.model import SCVI
-from cellvi.model.base import ModelFileError
-from cellvi.model.base import _files
+from cellvi.model.base import ModelFileError, _files
 
 from ._model_helpers import TRAIN_KW, train_scvi
 
@@ -382,7 +381,6 @@ def test_save_load_round_trip_of_a_model_with_every_field(tmp_path):
     np.testing.assert_array_equal(
         loaded.get_latent_representation(), model.get_latent_representation()
     )
-
 
 
 def test_saved_library_prior_is_kept_on_load(tmp_path):

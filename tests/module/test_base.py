@@ -36,14 +36,24 @@ class Recorder(BaseModuleClass):
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         self.calls.append("loss")
         per_cell = (generative_outputs["mean"] - tensors["X"]).square().sum(-1)
-        return LossOutput(loss=per_cell.mean(), reconstruction_loss=per_cell, kl_local=kl_weight * per_cell)
+        return LossOutput(
+            loss=per_cell.mean(), reconstruction_loss=per_cell, kl_local=kl_weight * per_cell
+        )
 
 
 def test_forward_runs_inference_then_generative_then_loss() -> None:
     module = Recorder()
     tensors = {"X": torch.randn(5, 3)}
-    inference_outputs, generative_outputs, losses = module(tensors, inference_kwargs={"scale": 2.0}, loss_kwargs={"kl_weight": 0.5})
-    assert module.calls == ["get_inference_input", "inference", "get_generative_input", "generative", "loss"]
+    inference_outputs, generative_outputs, losses = module(
+        tensors, inference_kwargs={"scale": 2.0}, loss_kwargs={"kl_weight": 0.5}
+    )
+    assert module.calls == [
+        "get_inference_input",
+        "inference",
+        "get_generative_input",
+        "generative",
+        "loss",
+    ]
     torch.testing.assert_close(inference_outputs["z"], 2 * tensors["X"])
     torch.testing.assert_close(losses.kl_local_sum, 0.5 * losses.reconstruction_loss_sum)
     module.calls.clear()
@@ -70,7 +80,12 @@ def test_sample_is_optional_but_says_so() -> None:
 
 def test_loss_output_normalises_terms_and_sums() -> None:
     per_cell = torch.tensor([1.0, 2.0, 3.0])
-    output = LossOutput(loss=per_cell.mean(), reconstruction_loss=per_cell, kl_local={"a": per_cell, "b": 2 * per_cell}, kl_global=torch.tensor(4.0))
+    output = LossOutput(
+        loss=per_cell.mean(),
+        reconstruction_loss=per_cell,
+        kl_local={"a": per_cell, "b": 2 * per_cell},
+        kl_global=torch.tensor(4.0),
+    )
     assert output.n_obs_minibatch == 3
     assert output.reconstruction_loss_sum.item() == 6.0
     assert output.kl_local_sum.item() == 18.0

@@ -44,7 +44,7 @@ def test_loss_equals_exact_formula(name: str, n_samples: int) -> None:
     params = [p for p in module.parameters() if p.requires_grad]
     fused_grads = torch.autograd.grad(losses.loss, params, retain_graph=True, allow_unused=True)
     exact_grads = torch.autograd.grad(exact_loss, params, allow_unused=True)
-    for fused_grad, exact_grad in zip(fused_grads, exact_grads):
+    for fused_grad, exact_grad in zip(fused_grads, exact_grads, strict=True):
         if exact_grad is None:
             assert fused_grad is None
             continue

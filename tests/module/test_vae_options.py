@@ -31,7 +31,10 @@ OPTIONS = {
     "shallow_injection": {"deeply_inject_covariates": False, "n_layers": 2},
     "deep_injection": {"deeply_inject_covariates": True, "n_layers": 2},
     "embedding": {"batch_representation": "embedding", "encode_covariates": True},
-    "embedding_kwargs": {"batch_representation": "embedding", "batch_embedding_kwargs": {"embedding_dim": 3}},
+    "embedding_kwargs": {
+        "batch_representation": "embedding",
+        "batch_embedding_kwargs": {"embedding_dim": 3},
+    },
     "batch_norm_encoder": {"use_batch_norm": "encoder"},
     "batch_norm_decoder": {"use_batch_norm": "decoder"},
     "batch_norm_none": {"use_batch_norm": "none"},
@@ -87,11 +90,16 @@ def _posterior_mean(module: VAE, tensors) -> torch.Tensor:
 
 @pytest.mark.parametrize("representation", ["one-hot", "embedding"])
 def test_encode_covariates_makes_the_encoder_depend_on_batch(tensors, representation) -> None:
-    other_batch = {**tensors, REGISTRY_KEYS.BATCH_KEY: (tensors[REGISTRY_KEYS.BATCH_KEY] + 1) % N_BATCH}
+    other_batch = {
+        **tensors,
+        REGISTRY_KEYS.BATCH_KEY: (tensors[REGISTRY_KEYS.BATCH_KEY] + 1) % N_BATCH,
+    }
     plain = build(batch_representation=representation)
     assert torch.equal(_posterior_mean(plain, tensors), _posterior_mean(plain, other_batch))
     encoded = build(encode_covariates=True, batch_representation=representation)
-    assert not torch.allclose(_posterior_mean(encoded, tensors), _posterior_mean(encoded, other_batch))
+    assert not torch.allclose(
+        _posterior_mean(encoded, tensors), _posterior_mean(encoded, other_batch)
+    )
 
 
 def _decode(module: VAE, tensors, **generative_kwargs):
@@ -113,8 +121,13 @@ def test_the_decoder_always_depends_on_batch(tensors) -> None:
 
 def test_transform_batch_equals_recoding_every_cell(tensors) -> None:
     module = build()
-    recoded = {**tensors, REGISTRY_KEYS.BATCH_KEY: torch.full_like(tensors[REGISTRY_KEYS.BATCH_KEY], 2)}
-    torch.testing.assert_close(_decode(module, tensors, transform_batch=2).mean, _decode(module, recoded).mean)
+    recoded = {
+        **tensors,
+        REGISTRY_KEYS.BATCH_KEY: torch.full_like(tensors[REGISTRY_KEYS.BATCH_KEY], 2),
+    }
+    torch.testing.assert_close(
+        _decode(module, tensors, transform_batch=2).mean, _decode(module, recoded).mean
+    )
 
 
 def test_gene_batch_dispersion_is_looked_up_by_batch(tensors) -> None:
@@ -143,7 +156,12 @@ def test_gene_cell_dispersion_comes_from_the_decoder(tensors) -> None:
 
 @pytest.mark.parametrize(
     ("likelihood", "kind"),
-    [("zinb", ZeroInflatedNegativeBinomial), ("nb", NegativeBinomial), ("poisson", torch.distributions.Poisson), ("normal", torch.distributions.Normal)],
+    [
+        ("zinb", ZeroInflatedNegativeBinomial),
+        ("nb", NegativeBinomial),
+        ("poisson", torch.distributions.Poisson),
+        ("normal", torch.distributions.Normal),
+    ],
 )
 def test_gene_likelihood_sets_the_distribution(tensors, likelihood, kind) -> None:
     px = _decode(build(gene_likelihood=likelihood), tensors)
@@ -158,7 +176,10 @@ def test_logistic_normal_latent_lies_on_the_simplex(tensors) -> None:
 
 def test_size_factor_scales_the_mean(tensors) -> None:
     module = build(use_size_factor_key=True, gene_likelihood="nb")
-    doubled = {**tensors, REGISTRY_KEYS.SIZE_FACTOR_KEY: tensors[REGISTRY_KEYS.SIZE_FACTOR_KEY] * 2}
+    doubled = {
+        **tensors,
+        REGISTRY_KEYS.SIZE_FACTOR_KEY: tensors[REGISTRY_KEYS.SIZE_FACTOR_KEY] * 2,
+    }
     torch.testing.assert_close(_decode(module, doubled).mean, 2 * _decode(module, tensors).mean)
 
 
@@ -171,13 +192,17 @@ def test_observed_library_is_the_log_total(tensors) -> None:
 
 def test_learned_library_has_a_per_batch_prior(tensors) -> None:
     means = np.array([[1.0, 2.0, 3.0]])
-    module = build(use_observed_lib_size=False, library_log_means=means, library_log_vars=np.ones((1, 3)))
+    module = build(
+        use_observed_lib_size=False, library_log_means=means, library_log_vars=np.ones((1, 3))
+    )
     assert module.l_encoder is not None
     module.eval()
     outputs = module.inference(**module._get_inference_input(tensors))
     pl = module.generative(**module._get_generative_input(tensors, outputs))["pl"]
     batch = tensors[REGISTRY_KEYS.BATCH_KEY].ravel()
-    torch.testing.assert_close(pl.loc.ravel(), torch.as_tensor(means[0, batch.numpy()], dtype=torch.float32))
+    torch.testing.assert_close(
+        pl.loc.ravel(), torch.as_tensor(means[0, batch.numpy()], dtype=torch.float32)
+    )
     losses = module(tensors)[2]
     assert (losses.kl_local["kl_divergence_l"] > 0).all()
 
@@ -193,7 +218,10 @@ def test_batch_norm_and_layer_norm_placement() -> None:
         return sum(isinstance(child, kind) for child in module.modules())
 
     for option, (in_encoder, in_decoder) in {
-        "both": (True, True), "encoder": (True, False), "decoder": (False, True), "none": (False, False)
+        "both": (True, True),
+        "encoder": (True, False),
+        "decoder": (False, True),
+        "none": (False, False),
     }.items():
         batch_norm = build(use_batch_norm=option)
         assert (count(batch_norm.z_encoder, torch.nn.BatchNorm1d) > 0) == in_encoder
@@ -237,11 +265,19 @@ def test_module_without_covariate_tensors_uses_one_batch() -> None:
         ({"dispersion": "gene-batch", "n_batch": 0}, "gene-batch.*n_batch"),
         ({"use_observed_lib_size": False}, "library_log_means and library_log_vars"),
         (
-            {"use_observed_lib_size": False, "library_log_means": np.zeros((1, 2)), "library_log_vars": np.ones((1, 3))},
+            {
+                "use_observed_lib_size": False,
+                "library_log_means": np.zeros((1, 2)),
+                "library_log_vars": np.ones((1, 3)),
+            },
             r"library_log_means must have shape \(1, n_batch\) = \(1, 3\)",
         ),
         (
-            {"use_observed_lib_size": False, "library_log_means": np.zeros((1, 3)), "library_log_vars": np.zeros((1, 3))},
+            {
+                "use_observed_lib_size": False,
+                "library_log_means": np.zeros((1, 3)),
+                "library_log_vars": np.zeros((1, 3)),
+            },
             "library_log_vars positive",
         ),
     ],

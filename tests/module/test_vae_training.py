@@ -19,11 +19,27 @@ def _per_cell_elbo(module: VAE, tensors, n_draws: int) -> torch.Tensor:
     with torch.no_grad():
         for _ in range(n_draws):
             losses = module(tensors)[2]
-            draws.append(-(losses.reconstruction_loss["reconstruction_loss"] + sum(losses.kl_local.values())))
+            draws.append(
+                -(
+                    losses.reconstruction_loss["reconstruction_loss"]
+                    + sum(losses.kl_local.values())
+                )
+            )
     return torch.stack(draws).mean(0)
 
 
-@pytest.mark.parametrize("options", [{}, {"use_observed_lib_size": False, "library_log_means": np.full((1, 3), 4.0), "library_log_vars": np.ones((1, 3))}, {"latent_distribution": "ln"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {
+            "use_observed_lib_size": False,
+            "library_log_means": np.full((1, 3), 4.0),
+            "library_log_vars": np.ones((1, 3)),
+        },
+        {"latent_distribution": "ln"},
+    ],
+)
 def test_marginal_ll_is_at_least_the_elbo(options) -> None:
     torch.manual_seed(0)
     module = VAE(**{**BASE_KWARGS, **options}).eval()
@@ -44,7 +60,12 @@ def test_marginal_ll_converges_as_samples_grow() -> None:
     reference = module.marginal_ll(tensors, n_mc_samples=4000, n_mc_samples_per_pass=500)
     errors = {}
     for n in (5, 50, 500):
-        estimates = torch.stack([module.marginal_ll(tensors, n_mc_samples=n, n_mc_samples_per_pass=n) for _ in range(5)])
+        estimates = torch.stack(
+            [
+                module.marginal_ll(tensors, n_mc_samples=n, n_mc_samples_per_pass=n)
+                for _ in range(5)
+            ]
+        )
         errors[n] = (estimates - reference).abs().mean().item()
     assert errors[500] < errors[50] < errors[5]
     # The estimate is a stochastic lower bound: more samples can only raise it on average.
@@ -86,7 +107,10 @@ def test_module_trains_alone_in_a_plain_torch_loop() -> None:
     def held_out_elbo() -> float:
         module.eval()
         with torch.no_grad():
-            totals = [module(tensors)[2].elbo_sum.item() for tensors in _minibatches(adata, held_out, 200)]
+            totals = [
+                module(tensors)[2].elbo_sum.item()
+                for tensors in _minibatches(adata, held_out, 200)
+            ]
         module.train()
         return -sum(totals) / len(held_out)
 

@@ -14,9 +14,7 @@ def _codes(n_cat: int, n: int = N, seed: int = 0) -> torch.Tensor:
 
 def _affine_only(**kwargs) -> FCLayers:
     """FCLayers whose layers are bare linear maps."""
-    return FCLayers(
-        use_batch_norm=False, use_activation=False, dropout_rate=0.0, **kwargs
-    )
+    return FCLayers(use_batch_norm=False, use_activation=False, dropout_rate=0.0, **kwargs)
 
 
 @pytest.mark.parametrize("n_layers", [1, 3])
@@ -75,7 +73,7 @@ def test_stack_equals_classic_concatenation_with_injection():
     covariates = torch.cat([one_hot(c, 3), cont], dim=1).expand(2, N, 4)
 
     h = x
-    for layer, transform in zip(fc.linears, fc.transforms):
+    for layer, transform in zip(fc.linears, fc.transforms, strict=True):
         w = torch.cat([layer.weight, layer.cat_weights[0].T, layer.cont_weight], dim=1)
         h = torch.nn.functional.linear(torch.cat([h, covariates], dim=-1), w, layer.bias)
         h = transform(h.reshape(-1, h.shape[-1])).reshape(h.shape)

@@ -52,14 +52,20 @@ class LinearVAE(BaseModuleClass):
     def generative(self, z: torch.Tensor) -> dict[str, Any]:
         return {"px_mean": self.decoder(z)}
 
-    def loss(self, tensors: dict, inference_outputs: dict, generative_outputs: dict,
-             kl_weight: float = 1.0) -> LossOutput:
+    def loss(
+        self,
+        tensors: dict,
+        inference_outputs: dict,
+        generative_outputs: dict,
+        kl_weight: float = 1.0,
+    ) -> LossOutput:
         if self.training:
             self.kl_weights_seen.append(kl_weight)
         return self.loss_output(tensors, inference_outputs, generative_outputs, kl_weight)
 
-    def loss_output(self, tensors: dict, inference_outputs: dict, generative_outputs: dict,
-                    kl_weight: float) -> LossOutput:
+    def loss_output(
+        self, tensors: dict, inference_outputs: dict, generative_outputs: dict, kl_weight: float
+    ) -> LossOutput:
         rec = 0.5 * (tensors["X"] - generative_outputs["px_mean"]).pow(2).sum(-1)
         prior = Normal(0.0, 1.0, validate_args=False)
         kl_local = kl_divergence(inference_outputs["qz"], prior).sum(-1)
@@ -68,8 +74,9 @@ class LinearVAE(BaseModuleClass):
         if self.use_kl_global:
             kl_global = 0.5 * self.decoder.weight.pow(2).sum()
             loss = loss + kl_global
-        return LossOutput(loss=loss, reconstruction_loss=rec, kl_local=kl_local,
-                          kl_global=kl_global)
+        return LossOutput(
+            loss=loss, reconstruction_loss=rec, kl_local=kl_local, kl_global=kl_global
+        )
 
 
 class NoKLWeightVAE(LinearVAE):
@@ -87,14 +94,20 @@ class NaNAtCallVAE(LinearVAE):
         self.nan_at = nan_at
         self.n_calls = 0
 
-    def loss(self, tensors: dict, inference_outputs: dict, generative_outputs: dict,
-             kl_weight: float = 1.0) -> LossOutput:
+    def loss(
+        self,
+        tensors: dict,
+        inference_outputs: dict,
+        generative_outputs: dict,
+        kl_weight: float = 1.0,
+    ) -> LossOutput:
         out = self.loss_output(tensors, inference_outputs, generative_outputs, kl_weight)
         if self.training:
             if self.n_calls == self.nan_at:
                 rec = out.reconstruction_loss["reconstruction_loss"] * float("nan")
-                out = LossOutput(loss=rec.mean(), reconstruction_loss={"gene_nll": rec},
-                                 kl_local=out.kl_local)
+                out = LossOutput(
+                    loss=rec.mean(), reconstruction_loss={"gene_nll": rec}, kl_local=out.kl_local
+                )
             self.n_calls += 1
         return out
 
@@ -137,8 +150,9 @@ class _Cells(Dataset):
 class FakeSplitter(pl.LightningDataModule):
     """The last ``n_val`` cells validate, the rest train; no test cells."""
 
-    def __init__(self, x: torch.Tensor, n_val: int = 0, batch_size: int = 5,
-                 shuffle: bool = False) -> None:
+    def __init__(
+        self, x: torch.Tensor, n_val: int = 0, batch_size: int = 5, shuffle: bool = False
+    ) -> None:
         super().__init__()
         self.x = x
         self.train_idx = np.arange(len(x) - n_val)
@@ -148,8 +162,9 @@ class FakeSplitter(pl.LightningDataModule):
         self.shuffle = shuffle
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Cells(self.x[self.train_idx]), batch_size=self.batch_size,
-                          shuffle=self.shuffle)
+        return DataLoader(
+            _Cells(self.x[self.train_idx]), batch_size=self.batch_size, shuffle=self.shuffle
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_idx) == 0:
@@ -163,14 +178,23 @@ class DummyModel:
     is_trained_ = False
 
 
-def fit(module: BaseModuleClass, splitter: FakeSplitter, max_epochs: int,
-        plan_kwargs: dict | None = None, **runner_kwargs: Any) -> tuple[DummyModel, TrainRunner]:
+def fit(
+    module: BaseModuleClass,
+    splitter: FakeSplitter,
+    max_epochs: int,
+    plan_kwargs: dict | None = None,
+    **runner_kwargs: Any,
+) -> tuple[DummyModel, TrainRunner]:
     """Train ``module`` on CPU with a TrainingPlan and a TrainRunner, quietly."""
     torch.manual_seed(0)
     plan = TrainingPlan(module, **(plan_kwargs or {}))
     model = DummyModel()
-    runner_kwargs = {"enable_progress_bar": False, "enable_model_summary": False,
-                     "log_every_n_steps": 1, **runner_kwargs}
+    runner_kwargs = {
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "log_every_n_steps": 1,
+        **runner_kwargs,
+    }
     runner = TrainRunner(model, plan, splitter, max_epochs, accelerator="cpu", **runner_kwargs)
     runner()
     return model, runner

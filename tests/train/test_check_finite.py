@@ -3,9 +3,10 @@ import copy
 import lightning.pytorch as pl
 import pytest
 import torch
-from ._train_toys import FakeSplitter, LinearVAE, NaNAtCallVAE, fit, toy_data
 
 from cellvi.train import NonFiniteLossError, TrainingPlan
+
+from ._train_toys import FakeSplitter, LinearVAE, NaNAtCallVAE, fit, toy_data
 
 
 class _Snapshot(pl.Callback):
@@ -20,8 +21,12 @@ def test_nan_loss_raises_before_the_optimizer_step():
     initial = copy.deepcopy(module.state_dict())
     snapshot = _Snapshot()
     with pytest.raises(NonFiniteLossError, match="global step 4 \\(epoch 1\\)") as info:
-        fit(module, FakeSplitter(toy_data(20), n_val=0, batch_size=8), max_epochs=5,
-            callbacks=[snapshot])
+        fit(
+            module,
+            FakeSplitter(toy_data(20), n_val=0, batch_size=8),
+            max_epochs=5,
+            callbacks=[snapshot],
+        )
     assert isinstance(info.value, FloatingPointError)
     assert (info.value.step, info.value.epoch) == (4, 1)
     assert info.value.terms == ["reconstruction_loss['gene_nll']"]

@@ -1,8 +1,9 @@
 import pytest
-from ._train_toys import FakeSplitter, LinearVAE, fit, toy_data
 
 from cellvi.train import TrainingPlan
 from cellvi.train._kl_weight import compute_kl_weight
+
+from ._train_toys import FakeSplitter, LinearVAE, fit, toy_data
 
 
 @pytest.mark.parametrize(
@@ -27,8 +28,9 @@ def test_kl_weight_property_before_training():
 
 def test_warmup_by_epochs():
     module = LinearVAE()  # 10 cells in batches of 5: two steps per epoch
-    model, _ = fit(module, FakeSplitter(toy_data(10)), max_epochs=6,
-                   plan_kwargs={"n_epochs_kl_warmup": 4})
+    model, _ = fit(
+        module, FakeSplitter(toy_data(10)), max_epochs=6, plan_kwargs={"n_epochs_kl_warmup": 4}
+    )
     expected = [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert module.kl_weights_seen == pytest.approx([w for w in expected for _ in range(2)])
     assert list(model.history_["kl_weight"]["kl_weight"]) == pytest.approx(expected)
@@ -36,9 +38,12 @@ def test_warmup_by_epochs():
 
 def test_warmup_by_steps():
     module = LinearVAE()
-    model, _ = fit(module, FakeSplitter(toy_data(10)), max_epochs=4,
-                   plan_kwargs={"n_steps_kl_warmup": 5, "min_kl_weight": 0.5,
-                                "max_kl_weight": 1.5})
+    model, _ = fit(
+        module,
+        FakeSplitter(toy_data(10)),
+        max_epochs=4,
+        plan_kwargs={"n_steps_kl_warmup": 5, "min_kl_weight": 0.5, "max_kl_weight": 1.5},
+    )
     assert module.kl_weights_seen == pytest.approx([0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.5, 1.5])
     # The logged weight is that of each epoch's last step.
     assert list(model.history_["kl_weight"]["kl_weight"]) == pytest.approx([0.7, 1.1, 1.5, 1.5])

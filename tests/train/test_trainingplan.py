@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from ._train_toys import FakeSplitter, LinearVAE, NoKLWeightVAE, PlateauModule, fit, toy_data
 
 from cellvi.train import TrainingPlan
+
+from ._train_toys import FakeSplitter, LinearVAE, NoKLWeightVAE, PlateauModule, fit, toy_data
 
 SPLIT_METRICS = ("elbo", "reconstruction_loss", "kl_local", "kl_global")
 
@@ -23,8 +24,12 @@ def _recompute_elbo(module: LinearVAE, x: torch.Tensor, batch_size: int) -> tupl
 
 def test_fit_decreases_elbo_train():
     # Without warm-up the minimised loss is the ELBO itself, so the metric must fall.
-    model, _ = fit(LinearVAE(), FakeSplitter(toy_data(60), batch_size=16), max_epochs=15,
-                   plan_kwargs={"lr": 2e-2, "n_epochs_kl_warmup": None})
+    model, _ = fit(
+        LinearVAE(),
+        FakeSplitter(toy_data(60), batch_size=16),
+        max_epochs=15,
+        plan_kwargs={"lr": 2e-2, "n_epochs_kl_warmup": None},
+    )
     elbo = model.history_["elbo_train"]["elbo_train"]
     assert elbo.iloc[-1] < 0.6 * elbo.iloc[0]
 
@@ -51,8 +56,9 @@ def test_elbo_train_is_cell_weighted_over_uneven_batches():
     # lr=0 freezes the weights, so every epoch's metric equals one pass over the training set.
     x = toy_data(23)
     module = LinearVAE(stochastic=False, kl_global=True)
-    model, _ = fit(module, FakeSplitter(x, batch_size=5, shuffle=True), max_epochs=2,
-                   plan_kwargs={"lr": 0.0})
+    model, _ = fit(
+        module, FakeSplitter(x, batch_size=5, shuffle=True), max_epochs=2, plan_kwargs={"lr": 0.0}
+    )
     exact, naive = _recompute_elbo(module, x, batch_size=5)
     assert not np.isclose(exact, naive, rtol=1e-3)  # the batch sizes (5, ..., 3) matter
     np.testing.assert_allclose(model.history_["elbo_train"]["elbo_train"], exact, rtol=1e-5)
@@ -60,15 +66,17 @@ def test_elbo_train_is_cell_weighted_over_uneven_batches():
     kl_local = model.history_["kl_local_train"]["kl_local_train"].iloc[-1]
     kl_global = model.history_["kl_global_train"]["kl_global_train"].iloc[-1]
     np.testing.assert_allclose(rec + kl_local + kl_global, exact, rtol=1e-5)
-    np.testing.assert_allclose(kl_global, 0.5 * module.decoder.weight.pow(2).sum().item(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        kl_global, 0.5 * module.decoder.weight.pow(2).sum().item(), rtol=1e-5
+    )
 
 
 def test_elbo_validation_matches_final_weights():
     x = toy_data(40)
     module = LinearVAE(stochastic=False)
-    model, _ = fit(module, FakeSplitter(x, n_val=13, batch_size=4), max_epochs=3,
-                   plan_kwargs={"lr": 1e-2})
+    model, _ = fit(
+        module, FakeSplitter(x, n_val=13, batch_size=4), max_epochs=3, plan_kwargs={"lr": 1e-2}
+    )
     exact, _ = _recompute_elbo(module, x[27:], batch_size=4)
     np.testing.assert_allclose(
         model.history_["elbo_validation"]["elbo_validation"].iloc[-1], exact, rtol=1e-5
@@ -86,8 +94,9 @@ def test_module_without_kl_weight_trains():
 def test_builtin_optimizers_use_lr_eps_weight_decay(name):
     module = LinearVAE()
     module.encoder.bias.requires_grad_(False)
-    optimizer = TrainingPlan(module, optimizer=name, lr=0.1, eps=0.2,
-                             weight_decay=0.3).configure_optimizers()
+    optimizer = TrainingPlan(
+        module, optimizer=name, lr=0.1, eps=0.2, weight_decay=0.3
+    ).configure_optimizers()
     assert type(optimizer) is getattr(torch.optim, name)
     (group,) = optimizer.param_groups
     assert (group["lr"], group["eps"], group["weight_decay"]) == (0.1, 0.2, 0.3)
@@ -100,8 +109,12 @@ def test_custom_optimizer_trains():
 
     plan = TrainingPlan(LinearVAE(), optimizer="Custom", optimizer_creator=creator)
     assert type(plan.configure_optimizers()) is torch.optim.SGD
-    model, _ = fit(LinearVAE(), FakeSplitter(toy_data(20)), max_epochs=2,
-                   plan_kwargs={"optimizer": "Custom", "optimizer_creator": creator})
+    model, _ = fit(
+        LinearVAE(),
+        FakeSplitter(toy_data(20)),
+        max_epochs=2,
+        plan_kwargs={"optimizer": "Custom", "optimizer_creator": creator},
+    )
     assert model.is_trained_
 
 
@@ -121,21 +134,35 @@ def test_bad_arguments_raise(kwargs, match):
 
 
 def test_reduce_lr_on_plateau_lowers_lr():
-    _, runner = fit(PlateauModule(), FakeSplitter(toy_data(20), n_val=5), max_epochs=3,
-                    plan_kwargs={"reduce_lr_on_plateau": True, "lr_patience": 0,
-                                 "lr_factor": 0.5})
+    _, runner = fit(
+        PlateauModule(),
+        FakeSplitter(toy_data(20), n_val=5),
+        max_epochs=3,
+        plan_kwargs={"reduce_lr_on_plateau": True, "lr_patience": 0, "lr_factor": 0.5},
+    )
     # Epoch 0 sets the best value; epochs 1 and 2 do not improve and each halve the lr.
     assert runner.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25e-3)
 
 
 def test_reduce_lr_on_plateau_requires_validation():
     with pytest.raises(ValueError, match="reduce_lr_on_plateau monitors 'elbo_validation'"):
-        fit(PlateauModule(), FakeSplitter(toy_data(20)), max_epochs=2,
-            plan_kwargs={"reduce_lr_on_plateau": True})
+        fit(
+            PlateauModule(),
+            FakeSplitter(toy_data(20)),
+            max_epochs=2,
+            plan_kwargs={"reduce_lr_on_plateau": True},
+        )
 
 
 def test_reduce_lr_on_plateau_on_train_metric_without_validation():
-    _, runner = fit(PlateauModule(), FakeSplitter(toy_data(20)), max_epochs=2,
-                    plan_kwargs={"reduce_lr_on_plateau": True, "lr_patience": 0,
-                                 "lr_scheduler_metric": "elbo_train"})
+    _, runner = fit(
+        PlateauModule(),
+        FakeSplitter(toy_data(20)),
+        max_epochs=2,
+        plan_kwargs={
+            "reduce_lr_on_plateau": True,
+            "lr_patience": 0,
+            "lr_scheduler_metric": "elbo_train",
+        },
+    )
     assert runner.trainer.optimizers[0].param_groups[0]["lr"] < 1e-3

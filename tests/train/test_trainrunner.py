@@ -1,9 +1,10 @@
 import lightning.pytorch as pl
 import numpy as np
 import pytest
-from ._train_toys import FakeSplitter, LinearVAE, PlateauModule, fit, toy_data
 
 from cellvi.train import HistoryLogger, default_max_epochs
+
+from ._train_toys import FakeSplitter, LinearVAE, PlateauModule, fit, toy_data
 
 
 def test_runner_sets_model_attributes():
@@ -28,8 +29,13 @@ def test_runner_trainer_defaults_and_extra_callbacks_and_loggers():
             self.epochs += 1
 
     counter, extra_logger = Counter(), HistoryLogger()
-    model, runner = fit(LinearVAE(), FakeSplitter(toy_data(10)), max_epochs=2,
-                        callbacks=[counter], logger=extra_logger)
+    model, runner = fit(
+        LinearVAE(),
+        FakeSplitter(toy_data(10)),
+        max_epochs=2,
+        callbacks=[counter],
+        logger=extra_logger,
+    )
     assert counter.epochs == 2
     assert set(extra_logger.history) == set(model.history_)
     assert runner.trainer.checkpoint_callback is None
@@ -37,8 +43,13 @@ def test_runner_trainer_defaults_and_extra_callbacks_and_loggers():
 
 
 def test_early_stopping_stops_before_max_epochs():
-    model, runner = fit(PlateauModule(), FakeSplitter(toy_data(20), n_val=5), max_epochs=20,
-                        early_stopping=True, early_stopping_patience=1)
+    model, runner = fit(
+        PlateauModule(),
+        FakeSplitter(toy_data(20), n_val=5),
+        max_epochs=20,
+        early_stopping=True,
+        early_stopping_patience=1,
+    )
     # Epoch 0 sets the best value; epoch 1 does not improve on it, which exhausts patience 1.
     assert runner.trainer.current_epoch == 2
     assert len(model.history_["elbo_validation"]) == 2
@@ -52,9 +63,14 @@ def test_early_stopping_requires_validation():
 
 
 def test_early_stopping_on_train_metric_without_validation():
-    _, runner = fit(PlateauModule(), FakeSplitter(toy_data(20)), max_epochs=20,
-                    early_stopping=True, early_stopping_monitor="elbo_train",
-                    early_stopping_patience=1)
+    _, runner = fit(
+        PlateauModule(),
+        FakeSplitter(toy_data(20)),
+        max_epochs=20,
+        early_stopping=True,
+        early_stopping_monitor="elbo_train",
+        early_stopping_patience=1,
+    )
     assert runner.trainer.current_epoch == 2
 
 

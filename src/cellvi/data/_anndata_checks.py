@@ -16,7 +16,8 @@ def check_anndata(adata: AnnData) -> None:
     if adata.is_view:
         raise ValueError(
             "This AnnData is a view (e.g. adata[mask]); registration writes codes to it, which "
-            "would silently copy it. Make it an object of its own first: adata = adata[mask].copy()."
+            "would silently copy it. Make it an object of its own first: "
+            "adata = adata[mask].copy()."
         )
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(

@@ -63,7 +63,9 @@ class AnnDataManager:
         keys = [field.registry_key for field in self.fields]
         repeated = sorted({key for key in keys if keys.count(key) > 1})
         if repeated:
-            raise ValueError(f"Several fields use the registry keys {repeated}; each needs its own.")
+            raise ValueError(
+                f"Several fields use the registry keys {repeated}; each needs its own."
+            )
         setup_method_args = setup_method_args or {}
         self._registry: dict[str, Any] = {
             "cellvi_version": __version__,
@@ -100,7 +102,9 @@ class AnnDataManager:
                 "another one."
             )
         check_anndata(adata)
-        self._registry["field_registries"] = self._write_fields(adata, source_registry, transfer_kwargs)
+        self._registry["field_registries"] = self._write_fields(
+            adata, source_registry, transfer_kwargs
+        )
         self._adata_ref = weakref.ref(adata)
         self._transfer_kwargs = dict(transfer_kwargs)
         adata.uns.setdefault(SETUP_UUID_KEY, str(uuid4()))
@@ -116,7 +120,9 @@ class AnnDataManager:
                     state = field.register_field(adata)
                 else:
                     source = source_registry["field_registries"][field.registry_key]
-                    state = field.transfer_field(source["state_registry"], adata, **transfer_kwargs)
+                    state = field.transfer_field(
+                        source["state_registry"], adata, **transfer_kwargs
+                    )
                 registries[field.registry_key] = {
                     "data_registry": {} if field.is_empty else field.data_registry,
                     # A copy, so the registry never shares lists with the field objects.
@@ -180,7 +186,9 @@ class AnnDataManager:
 
     def _require_adata(self) -> AnnData:
         if self.adata is None:
-            raise RuntimeError("No AnnData is registered with this manager yet: call register_fields.")
+            raise RuntimeError(
+                "No AnnData is registered with this manager yet: call register_fields."
+            )
         return self.adata
 
     # Reading -------------------------------------------------------------------------------
@@ -261,8 +269,10 @@ class AnnDataManager:
         locations.add_column("Registry key")
         locations.add_column("AnnData location")
         for key, location in self.data_registry.items():
-            where = "adata.X" if location["attr_name"] == "X" else (
-                f"adata.{location['attr_name']}[{location['attr_key']!r}]"
+            where = (
+                "adata.X"
+                if location["attr_name"] == "X"
+                else (f"adata.{location['attr_name']}[{location['attr_key']!r}]")
             )
             locations.add_row(key, where)
         console.print(locations)

@@ -78,9 +78,7 @@ class ManagerStoreMixin:
         """Remember ``adata_manager`` as this model's registration of its AnnData."""
         self._instance_managers()[adata_manager.adata_uuid] = adata_manager
 
-    def get_anndata_manager(
-        self, adata: AnnData, required: bool = False
-    ) -> AnnDataManager | None:
+    def get_anndata_manager(self, adata: AnnData, required: bool = False) -> AnnDataManager | None:
         """This model's manager for ``adata``, or None if the model has not seen it."""
         managers = self._instance_managers()
         manager = managers.get(adata.uns.get(SETUP_UUID_KEY))

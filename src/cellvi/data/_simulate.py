@@ -262,15 +262,13 @@ _FLOAT32_UNIFORM_STEP = 2.0**-24
 _INVERSE_CDF_MAX_TERMS = 100_000
 
 
-
 def named_categories(codes: np.ndarray, prefix: str, n_categories: int) -> pd.Categorical:
     """Integer codes as a categorical with the names ``f"{prefix}_{code}"``."""
     names = [f"{prefix}_{i}" for i in range(n_categories)]
     return pd.Categorical.from_codes(codes, categories=names)
 
-def _negative_binomial(
-    mu: np.ndarray, theta: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+
+def _negative_binomial(mu: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draw negative binomial counts entry-wise from 1-D means and inverse dispersions.
 
     Parameters
@@ -361,7 +359,6 @@ def _softmax_rows(log_values: np.ndarray) -> np.ndarray:
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
-
 
 
 def _ordered_results(

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
-import logging
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from cellvi._settings import settings
 from cellvi.data import AnnDataManager
 from cellvi.dataloaders._ann_dataloader import AnnDataLoader
 from cellvi.dataloaders._dataset import AnnTorchDataset
 from cellvi.dataloaders._device import check_device_resident, fits_on_device
+from cellvi.dataloaders._external_indexing import validate_external_indexing
 from cellvi.dataloaders._resident import ResidentTensors
 from cellvi.dataloaders._resident_loader import ResidentLoader
-from cellvi.dataloaders._external_indexing import validate_external_indexing
 
 logger = logging.getLogger("cellvi")
 
@@ -152,7 +152,10 @@ class DataSplitter(pl.LightningDataModule):
         if not self.drop_last and 0 < self.n_train % batch_size < 3 and self.n_train > batch_size:
             # A minibatch of one or two cells gives batch norm no usable statistics (one cell
             # is an error in training mode); dropping it loses those cells for one epoch only.
-            logger.info("Dropping the last training minibatch of %d cells each epoch.", self.n_train % batch_size)
+            logger.info(
+                "Dropping the last training minibatch of %d cells each epoch.",
+                self.n_train % batch_size,
+            )
             self.drop_last = True
 
     def _draw_splits(self, n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,15 +173,24 @@ class DataSplitter(pl.LightningDataModule):
         The splits themselves are drawn at construction, so users can read them before
         training.
         """
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        device = (
+            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        )
         if self.resident is not None and self.resident.device == device:
             return
         self.resident = None
         if self._host_loader_needed():
             return
-        dataset = AnnTorchDataset(self.adata_manager, self.data_loader_kwargs.get("data_and_attributes"))
-        if self.device_resident == "auto" and not fits_on_device(ResidentTensors.nbytes(dataset), device):
-            logger.info("The registered data do not fit on %s; minibatches are copied from the host.", device)
+        dataset = AnnTorchDataset(
+            self.adata_manager, self.data_loader_kwargs.get("data_and_attributes")
+        )
+        if self.device_resident == "auto" and not fits_on_device(
+            ResidentTensors.nbytes(dataset), device
+        ):
+            logger.info(
+                "The registered data do not fit on %s; minibatches are copied from the host.",
+                device,
+            )
             return
         self.resident = ResidentTensors(dataset, device)
 
@@ -186,7 +198,11 @@ class DataSplitter(pl.LightningDataModule):
         """Whether an option only the host loader offers was asked for."""
         if self.device_resident is False:
             return True
-        host_only = self.load_sparse_tensor or self.pin_memory or self.data_loader_kwargs.get("num_workers")
+        host_only = (
+            self.load_sparse_tensor
+            or self.pin_memory
+            or self.data_loader_kwargs.get("num_workers")
+        )
         if host_only and self.device_resident is True:
             raise ValueError(
                 "device_resident=True cannot be combined with load_sparse_tensor, pin_memory or "
@@ -194,10 +210,14 @@ class DataSplitter(pl.LightningDataModule):
             )
         return bool(host_only)
 
-    def _loader(self, indices: np.ndarray, shuffle: bool, drop_last: bool) -> AnnDataLoader | ResidentLoader:
+    def _loader(
+        self, indices: np.ndarray, shuffle: bool, drop_last: bool
+    ) -> AnnDataLoader | ResidentLoader:
         if self.resident is not None:
             batch_size = self.data_loader_kwargs.get("batch_size") or settings.batch_size
-            return ResidentLoader(self.resident, indices, batch_size, shuffle=shuffle, drop_last=drop_last)
+            return ResidentLoader(
+                self.resident, indices, batch_size, shuffle=shuffle, drop_last=drop_last
+            )
         return AnnDataLoader(
             self.adata_manager,
             indices=indices,

@@ -48,11 +48,12 @@ def validate_external_indexing(
             f"(validation and test may be None), got {found}."
         )
     splits = tuple(
-        _as_split(entry, name, n_cells) for entry, name in zip(external_indexing, SPLIT_NAMES)
+        _as_split(entry, name, n_cells)
+        for entry, name in zip(external_indexing, SPLIT_NAMES, strict=True)
     )
     if splits[0].size == 0:
         raise ValueError("external_indexing: the train indices are empty; train needs cells.")
-    for (first, a), (second, b) in combinations(zip(SPLIT_NAMES, splits), 2):
+    for (first, a), (second, b) in combinations(zip(SPLIT_NAMES, splits, strict=True), 2):
         shared = np.intersect1d(a, b)
         if shared.size:
             raise ValueError(

@@ -16,7 +16,12 @@ class ResidentCSR:
     size never depends on the data (a data-dependent size would force a device-to-host sync).
     """
 
-    def __init__(self, matrix: sparse.csr_matrix | sparse.csr_array, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        matrix: sparse.csr_matrix | sparse.csr_array,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
         self.n_cols = int(matrix.shape[1])
         row_lengths = np.diff(matrix.indptr)
         self.row_pointers = torch.as_tensor(matrix.indptr.astype(np.int64), device=device)
@@ -32,7 +37,9 @@ class ResidentCSR:
         present = self.offsets[None, :] < lengths[:, None]
         positions = torch.where(present, starts[:, None] + self.offsets[None, :], 0)
         values = torch.where(present, self.values[positions], 0)
-        block = torch.zeros(len(rows), self.n_cols, dtype=self.values.dtype, device=self.values.device)
+        block = torch.zeros(
+            len(rows), self.n_cols, dtype=self.values.dtype, device=self.values.device
+        )
         # Padding slots add a zero to a valid column, which leaves the block unchanged.
         return block.scatter_add_(1, self.columns[positions].long(), values)
 
@@ -64,7 +71,9 @@ class ResidentTensors:
             if sparse.issparse(data):
                 self.fields[key] = ResidentCSR(data, torch_dtype, self.device)
             else:
-                self.fields[key] = torch.as_tensor(np.ascontiguousarray(data, dtype=dtype), device=self.device)
+                self.fields[key] = torch.as_tensor(
+                    np.ascontiguousarray(data, dtype=dtype), device=self.device
+                )
 
     @staticmethod
     def nbytes(dataset: AnnTorchDataset) -> int:
@@ -77,6 +86,8 @@ class ResidentTensors:
     def take(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The minibatch of cells ``rows`` (a device tensor of indices)."""
         return {
-            key: field.dense_rows(rows) if isinstance(field, ResidentCSR) else field.index_select(0, rows)
+            key: field.dense_rows(rows)
+            if isinstance(field, ResidentCSR)
+            else field.index_select(0, rows)
             for key, field in self.fields.items()
         }

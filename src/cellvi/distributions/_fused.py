@@ -427,9 +427,7 @@ class _SummedCountLogLikelihood(torch.autograd.Function):
     def backward(
         ctx: FunctionCtx, grad_out: Tensor
     ) -> tuple[None, Tensor | None, Tensor | None, Tensor | None, None, None]:
-        x, mu, theta, theta_wide, zi_logits, r, log1p_r, zero_term, zero_weight = (
-            ctx.saved_tensors
-        )
+        x, mu, theta, theta_wide, zi_logits, r, log1p_r, zero_term, zero_weight = ctx.saved_tensors
         support: _CountSupport = ctx.support
         mu_mask, theta_mask = ctx.masks
         _, needs_mu, needs_theta, needs_zi, _, _ = ctx.needs_input_grad

@@ -17,9 +17,7 @@ def _log_of_ratio(ratio: Tensor, ratio_minus_one: Tensor) -> Tensor:
     :func:`log_nb_positive`), which gives exactly one branch the gradient.
     """
     use_log = (ratio_minus_one < -0.5).to(ratio.dtype)
-    return torch.lerp(
-        torch.log1p(ratio_minus_one.clamp(min=-0.5)), torch.log(ratio), use_log
-    )
+    return torch.lerp(torch.log1p(ratio_minus_one.clamp(min=-0.5)), torch.log(ratio), use_log)
 
 
 def _nb_log_pmf_parts(

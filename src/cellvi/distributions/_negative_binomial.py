@@ -215,7 +215,7 @@ class NegativeBinomial(Distribution):
         return (unit_gamma * (self.mu / self.theta)).clamp(max=self.max_poisson_rate)
 
     @torch.no_grad()
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         """Draw counts through the Gamma-Poisson mixture.
 
         Parameters

@@ -126,7 +126,7 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
         return zinb_log_likelihood_sum(value, self.mu, self.theta, self.zi_logits)
 
     @torch.no_grad()
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         """Draw counts: zero with probability ``pi``, else a negative binomial draw.
 
         Parameters

@@ -7,7 +7,9 @@ import numpy as np
 from cellvi.data import REGISTRY_KEYS, AnnDataManager
 
 
-def library_size_prior(adata_manager: AnnDataManager, n_batch: int) -> tuple[np.ndarray, np.ndarray]:
+def library_size_prior(
+    adata_manager: AnnDataManager, n_batch: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of ``log(total counts)`` in each batch, as (1, n_batch) arrays."""
     counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
     totals = np.asarray(counts.sum(axis=1)).ravel()

@@ -164,7 +164,9 @@ class VAE(BaseModuleClass):
         uses_dispersion = gene_likelihood != "poisson"
         n_rows = {"gene": 1, "gene-batch": n_batch, "gene-label": n_labels}.get(dispersion, 0)
         self.px_r = (
-            torch.nn.Parameter(torch.randn(n_rows, n_input)) if n_rows and uses_dispersion else None
+            torch.nn.Parameter(torch.randn(n_rows, n_input))
+            if n_rows and uses_dispersion
+            else None
         )
 
         batch_width = 0
@@ -231,11 +233,19 @@ class VAE(BaseModuleClass):
             )
         n_rows = max(self.n_batch, 1)
         tables = []
-        for name, values in (("library_log_means", library_log_means), ("library_log_vars", library_log_vars)):
+        for name, values in (
+            ("library_log_means", library_log_means),
+            ("library_log_vars", library_log_vars),
+        ):
             table = torch.as_tensor(np.asarray(values, dtype=np.float32))
-            if table.numel() != n_rows or table.dim() > 2 or (table.dim() == 2 and table.shape[0] != 1):
+            if (
+                table.numel() != n_rows
+                or table.dim() > 2
+                or (table.dim() == 2 and table.shape[0] != 1)
+            ):
                 raise ValueError(
-                    f"{name} must have shape (1, n_batch) = (1, {n_rows}), got {tuple(table.shape)}."
+                    f"{name} must have shape (1, n_batch) = (1, {n_rows}), "
+                    f"got {tuple(table.shape)}."
                 )
             tables.append(table.reshape(n_rows, 1))
         if not torch.isfinite(tables[0]).all() or not (tables[1] > 0).all():
@@ -272,7 +282,11 @@ class VAE(BaseModuleClass):
         }
 
     def _covariate_codes(
-        self, batch_index: Tensor | None, cat_covs: Tensor | None, n_cells: int, device: torch.device
+        self,
+        batch_index: Tensor | None,
+        cat_covs: Tensor | None,
+        n_cells: int,
+        device: torch.device,
     ) -> tuple[Tensor, list[Tensor]]:
         """Batch codes (zeros when absent) and the columns of the extra categorical covariates."""
         if batch_index is None:
@@ -317,7 +331,9 @@ class VAE(BaseModuleClass):
         batch_index, columns = self._covariate_codes(batch_index, cat_covs, x.shape[0], x.device)
         encoder_values = torch.log1p(x) if self.log_variational else x
         if self.encode_covariates:
-            encoder_values, codes = self._network_inputs(encoder_values, batch_index, columns, cont_covs)
+            encoder_values, codes = self._network_inputs(
+                encoder_values, batch_index, columns, cont_covs
+            )
         else:
             codes = []
         qz, untran_z = self.z_encoder(encoder_values, *codes)
@@ -518,7 +534,9 @@ def _concat(values: Tensor, extra: list[Tensor]) -> Tensor:
     if not extra:
         return values
     leading = values.shape[:-1]
-    return torch.cat([values, *(tensor.expand(*leading, tensor.shape[-1]) for tensor in extra)], dim=-1)
+    return torch.cat(
+        [values, *(tensor.expand(*leading, tensor.shape[-1]) for tensor in extra)], dim=-1
+    )
 
 
 def _with_sample_dim(draws: Tensor, n_samples: int) -> Tensor:

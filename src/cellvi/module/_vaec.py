@@ -216,7 +216,8 @@ class VAEC(BaseModuleClass):
 
         The weight scales each cell's whole term, as if the cell were seen ``ct_weight[y]``
         times: weighting only the reconstruction would in effect weaken the prior of
-        up-weighted labels. The reported per-cell terms are unweighted, so ``get_elbo`` is the plain ELBO.
+        up-weighted labels. The reported per-cell terms are unweighted, so ``get_elbo`` is the
+        plain ELBO.
         """
         x = _dense(tensors[REGISTRY_KEYS.X_KEY])
         y = as_code_vector(tensors[REGISTRY_KEYS.LABELS_KEY]).to(self.ct_weight.device)

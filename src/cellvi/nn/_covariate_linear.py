@@ -49,9 +49,7 @@ class CovariateLinear(torch.nn.Module):
         self.cat_weights = torch.nn.ParameterList(
             torch.nn.Parameter(torch.empty(n_cat, n_out)) for n_cat in self.n_cat_list
         )
-        self.cont_weight = (
-            torch.nn.Parameter(torch.empty(n_out, n_cont)) if n_cont > 0 else None
-        )
+        self.cont_weight = torch.nn.Parameter(torch.empty(n_out, n_cont)) if n_cont > 0 else None
         self.bias = torch.nn.Parameter(torch.empty(n_out)) if bias else None
         self.reset_parameters()
 

@@ -66,8 +66,7 @@ class DecoderSCVI(torch.nn.Module):
         super().__init__()
         if scale_activation not in _SCALE_ACTIVATIONS:
             raise ValueError(
-                f"scale_activation must be one of {_SCALE_ACTIVATIONS}, "
-                f"got {scale_activation!r}."
+                f"scale_activation must be one of {_SCALE_ACTIVATIONS}, got {scale_activation!r}."
             )
         # Dropout in the decoder would add noise to the likelihood itself.
         fc_kwargs = {"dropout_rate": 0.0, **fc_kwargs}
@@ -92,9 +91,7 @@ class DecoderSCVI(torch.nn.Module):
         # Heads a likelihood does not read would cost a (hidden x genes) matmul per step and
         # hold parameters that never learn, so they are only built when asked for.
         self.px_r_decoder = torch.nn.Linear(n_hidden, n_output) if cell_dispersion else None
-        self.px_dropout_decoder = (
-            torch.nn.Linear(n_hidden, n_output) if zero_inflation else None
-        )
+        self.px_dropout_decoder = torch.nn.Linear(n_hidden, n_output) if zero_inflation else None
 
     def forward(
         self,
@@ -131,7 +128,9 @@ class DecoderSCVI(torch.nn.Module):
         if dispersion not in _DISPERSIONS:
             raise ValueError(f"dispersion must be one of {_DISPERSIONS}, got {dispersion!r}.")
         if dispersion == "gene-cell" and self.px_r_decoder is None:
-            raise ValueError("dispersion='gene-cell' needs a decoder built with cell_dispersion=True.")
+            raise ValueError(
+                "dispersion='gene-cell' needs a decoder built with cell_dispersion=True."
+            )
         px = self.px_decoder(z, *cat_list, cont=cont)
         px_scale = self.px_scale_decoder(px)
         px_dropout = None if self.px_dropout_decoder is None else self.px_dropout_decoder(px)

@@ -88,7 +88,7 @@ class FCLayers(torch.nn.Module):
         dims = [n_in] + [n_hidden] * (n_layers - 1) + [n_out]
         self.linears = torch.nn.ModuleList()
         self.transforms = torch.nn.ModuleList()
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             injected = i in self.injected_layers
             self.linears.append(
                 CovariateLinear(
@@ -169,7 +169,7 @@ class FCLayers(torch.nn.Module):
             codes.append(as_code_vector(cat_list[i]))
 
         h = x
-        for i, (linear, transform) in enumerate(zip(self.linears, self.transforms)):
+        for i, (linear, transform) in enumerate(zip(self.linears, self.transforms, strict=True)):
             if i in self.injected_layers:
                 h = linear(h, codes, cont)
             else:

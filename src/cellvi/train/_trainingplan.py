@@ -221,7 +221,11 @@ class TrainingPlan(pl.LightningModule):
             optimizer = self.optimizer_creator(params)
         else:
             optimizer = _adam(
-                self.optimizer_name, params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay
+                self.optimizer_name,
+                params,
+                lr=self.lr,
+                eps=self.eps,
+                weight_decay=self.weight_decay,
             )
         if not self.reduce_lr_on_plateau:
             return optimizer

@@ -75,7 +75,8 @@ class BaseAnnDataField(ABC):
         return {"attr_name": self.attr_name, "attr_key": self.attr_key}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(registry_key={self.registry_key!r}, attr_key={self.attr_key!r})"
+        name = type(self).__name__
+        return f"{name}(registry_key={self.registry_key!r}, attr_key={self.attr_key!r})"
 
 
 def internal_key(registry_key: str) -> str:

@@ -93,7 +93,10 @@ class CategoricalJointObsField(_JointObsField):
             return None
         return category_table(
             f"{self.registry_key} state registry",
-            {f"adata.obs[{key!r}]": mapping for key, mapping in state_registry["mappings"].items()},
+            {
+                f"adata.obs[{key!r}]": mapping
+                for key, mapping in state_registry["mappings"].items()
+            },
         )
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from anndata import AnnData
 
+from cellvi.data._constants import REGISTRY_KEYS
 from cellvi.data.fields._base import BaseAnnDataField, FieldData, require_key
 from cellvi.data.fields._checks import check_count_data, check_numeric_finite
-from cellvi.data._constants import REGISTRY_KEYS
 
 
 class LayerField(BaseAnnDataField):
@@ -31,7 +31,9 @@ class LayerField(BaseAnnDataField):
         self._layer = layer
         self.is_count_data = is_count_data
         # The main matrix reports its width as n_vars (what models read to size themselves).
-        self._count_stat_key = "n_vars" if registry_key == REGISTRY_KEYS.X_KEY else f"n_{registry_key}"
+        self._count_stat_key = (
+            "n_vars" if registry_key == REGISTRY_KEYS.X_KEY else f"n_{registry_key}"
+        )
 
     @property
     def attr_key(self) -> str | None:
@@ -83,7 +85,10 @@ class LayerField(BaseAnnDataField):
         return self.register_field(adata_target)
 
     def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
-        return {"n_cells": state_registry["n_cells"], self._count_stat_key: state_registry["n_vars"]}
+        return {
+            "n_cells": state_registry["n_cells"],
+            self._count_stat_key: state_registry["n_vars"],
+        }
 
     def get_field_data(self, adata: AnnData) -> FieldData:
         return adata.X if self._layer is None else adata.layers[self._layer]

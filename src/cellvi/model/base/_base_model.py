@@ -78,7 +78,9 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         """The registry of the training setup."""
         return self.adata_manager.registry
 
-    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+    def _validate_anndata(
+        self, adata: AnnData | None = None, copy_if_view: bool = True
+    ) -> AnnData:
         """Return ``adata`` ready to be read with this model's setup.
 
         None means the training AnnData. A view is copied (registration must write codes). A
@@ -90,7 +92,9 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         if adata.is_view:
             if not copy_if_view:
                 raise ValueError("Got a view of an AnnData; pass adata.copy().")
-            warnings.warn("Got a view of an AnnData; working on a copy.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "Got a view of an AnnData; working on a copy.", UserWarning, stacklevel=3
+            )
             adata = adata.copy()
         self._manager_for(adata)
         return adata
@@ -121,7 +125,11 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         """Record the arguments of ``setup_anndata`` (all but ``cls``, ``adata``, ``kwargs``)."""
         skipped = {"cls", "adata", "kwargs", "__class__"}
         args = {key: value for key, value in setup_locals.items() if key not in skipped}
-        return {"model_name": cls.__name__, "setup_method_name": "setup_anndata", "setup_args": args}
+        return {
+            "model_name": cls.__name__,
+            "setup_method_name": "setup_anndata",
+            "setup_args": args,
+        }
 
     def _get_init_params(self, init_locals: dict[str, Any]) -> dict[str, Any]:
         """Record the arguments of ``__init__`` (flattening ``**kwargs``) for save/load."""
@@ -157,7 +165,9 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         """Training metrics, one DataFrame per metric indexed by epoch."""
         return self.history_
 
-    def view_anndata_setup(self, adata: AnnData | None = None, hide_state_registries: bool = False) -> None:
+    def view_anndata_setup(
+        self, adata: AnnData | None = None, hide_state_registries: bool = False
+    ) -> None:
         """Print how ``adata`` (default: the training AnnData) is registered for this model."""
         adata = self._validate_anndata(adata)
         self.get_anndata_manager(adata, required=True).view_registry(hide_state_registries)

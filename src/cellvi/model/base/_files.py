@@ -1,6 +1,7 @@
 """The on-disk model format: safetensors weights plus a JSON description, written atomically.
 
-A model directory holds ``<prefix>model.safetensors`` (the module's tensors), ``<prefix>model.json``
+A model directory holds ``<prefix>model.safetensors`` (the module's tensors),
+``<prefix>model.json``
 (class, init parameters, data registry, training state, cellvi version, weights checksum) and,
 optionally, ``<prefix>adata.h5ad``. Reading it never executes code: safetensors and JSON are
 data only, unlike pickles.
@@ -110,7 +111,9 @@ def write_model_files(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_model_files(paths: ModelPaths, model_class: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def read_model_files(
+    paths: ModelPaths, model_class: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read and check a model's description and weights (no code is executed)."""
     if not paths.description.is_file():
         raise ModelFileError(
@@ -120,7 +123,9 @@ def read_model_files(paths: ModelPaths, model_class: str) -> tuple[dict[str, Any
     try:
         description = json.loads(paths.description.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelFileError(f"{paths.description} is not valid JSON (corrupt file): {error}") from error
+        raise ModelFileError(
+            f"{paths.description} is not valid JSON (corrupt file): {error}"
+        ) from error
     _check_description(description, paths, model_class)
     if not paths.weights.is_file():
         raise ModelFileError(f"{paths.weights} is missing; the saved model is incomplete.")
@@ -146,10 +151,18 @@ def _check_description(description: Any, paths: ModelPaths, model_class: str) ->
             f"({description.get('cellvi_version', '?')} wrote it) reads versions up to "
             f"{FORMAT_VERSION}. Upgrade cellvi to load it."
         )
-    required = {"model_class": str, "init_params": dict, "registry": dict, "attributes": dict, "weights_sha256": str}
+    required = {
+        "model_class": str,
+        "init_params": dict,
+        "registry": dict,
+        "attributes": dict,
+        "weights_sha256": str,
+    }
     for key, kind in required.items():
         if not isinstance(description.get(key), kind):
-            raise ModelFileError(f"{paths.description} lacks a valid {key!r} entry (corrupt or tampered).")
+            raise ModelFileError(
+                f"{paths.description} lacks a valid {key!r} entry (corrupt or tampered)."
+            )
     if description["model_class"] != model_class:
         raise ModelFileError(
             f"{paths.directory} holds a {description['model_class']} model; load it with "

@@ -150,10 +150,16 @@ class PersistenceMixin:
             values = attributes.get(name)
             setattr(self, name, None if values is None else np.asarray(values, dtype=np.int64))
         history = attributes.get("history_")
-        self.history_ = None if history is None else {
-            name: pd.DataFrame({name: entry["values"]}, index=pd.Index(entry["index"], name="epoch"))
-            for name, entry in history.items()
-        }
+        self.history_ = (
+            None
+            if history is None
+            else {
+                name: pd.DataFrame(
+                    {name: entry["values"]}, index=pd.Index(entry["index"], name="epoch")
+                )
+                for name, entry in history.items()
+            }
+        )
 
 
 def _as_list(values: np.ndarray | None) -> list[int] | None:

@@ -32,7 +32,9 @@ class VAEMixin:
         per_cell = []
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             _, _, losses = self.module(tensors)
-            negative_elbo = sum(losses.reconstruction_loss.values()) + sum(losses.kl_local.values())
+            negative_elbo = sum(losses.reconstruction_loss.values()) + sum(
+                losses.kl_local.values()
+            )
             per_cell.append((-(negative_elbo + losses.kl_global_sum)).cpu())
         values = torch.cat(per_cell).numpy()
         return float(values.mean()) if return_mean else values
@@ -55,7 +57,9 @@ class VAEMixin:
             self.module.marginal_ll(
                 tensors, n_mc_samples=n_mc_samples, n_mc_samples_per_pass=n_mc_samples_per_pass
             ).cpu()
-            for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size)
+            for tensors in self._make_dataloader(
+                adata=adata, indices=indices, batch_size=batch_size
+            )
         ]
         values = torch.cat(per_cell).numpy()
         return float(values.mean()) if return_mean else values
@@ -69,7 +73,7 @@ class VAEMixin:
         batch_size: int | None = None,
         return_mean: bool = True,
     ) -> dict[str, float | np.ndarray]:
-        """Reconstruction loss (negative log-likelihood) per loss term: the cell mean or per cell."""
+        """Reconstruction loss (negative log-likelihood) per term: the cell mean or per cell."""
         per_term: dict[str, list[torch.Tensor]] = {}
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             _, _, losses = self.module(tensors)

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from cellvi.module.base._loss_output import LossOutput
 from cellvi.module.base._device import module_device
+from cellvi.module.base._loss_output import LossOutput
 
 Tensors = dict[str, torch.Tensor]
 

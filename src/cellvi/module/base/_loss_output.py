@@ -43,7 +43,9 @@ class LossOutput:
     def __post_init__(self) -> None:
         if not isinstance(self.loss, torch.Tensor) or self.loss.dim() != 0:
             raise ValueError("LossOutput.loss must be a scalar tensor (e.g. the minibatch mean).")
-        self.reconstruction_loss = _as_dict(self.reconstruction_loss, "reconstruction_loss", self.loss)
+        self.reconstruction_loss = _as_dict(
+            self.reconstruction_loss, "reconstruction_loss", self.loss
+        )
         self.kl_local = _as_dict(self.kl_local, "kl_local", self.loss)
         self.kl_global = _as_dict(self.kl_global, "kl_global", self.loss)
         if self.n_obs_minibatch is None:

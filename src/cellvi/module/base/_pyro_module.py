@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
-from cellvi.module.base._device import module_device
 from pyro.infer import Predictive
+
+from cellvi.module.base._device import module_device
 
 if TYPE_CHECKING:
     from cellvi.model.base import BaseModelClass
