@@ -1,9 +1,9 @@
 """cellvi: deep probabilistic analysis of single-cell omics."""
 
 from cellvi import data, dataloaders, distributions, model, module, nn, train
+from cellvi._constants import REGISTRY_KEYS
 from cellvi._settings import settings
 from cellvi._version import __version__
-from cellvi.data import REGISTRY_KEYS
 
 __all__ = [
     "REGISTRY_KEYS",

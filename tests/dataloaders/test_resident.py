@@ -103,8 +103,31 @@ def test_auto_falls_back_to_the_host_when_data_do_not_fit(manager, monkeypatch) 
 def test_bad_device_resident_options(manager) -> None:
     with pytest.raises(ValueError, match="device_resident must be True, False or 'auto'"):
         DataSplitter(manager, device_resident="yes")
-    with pytest.raises(ValueError, match="cannot be combined with load_sparse_tensor"):
-        _setup_splitter(manager, device_resident=True, load_sparse_tensor=True)
+    with pytest.raises(ValueError, match="device_resident=True cannot honour load_sparse_tensor"):
+        DataSplitter(manager, device_resident=True, load_sparse_tensor=True)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"pin_memory": True}, {"num_workers": 1}, {"timeout": 5.0}],
+)
+def test_host_only_options_are_honoured_or_refused(manager, option) -> None:
+    """An option the resident path cannot honour picks the host loader, or is an error."""
+    (name,) = option
+    with pytest.raises(ValueError, match=f"device_resident=True cannot honour {name}"):
+        DataSplitter(manager, device_resident=True, **option)
+    splitter = _setup_splitter(manager, device_resident="auto", **option)
+    assert splitter.resident is None
+    loader = splitter.train_dataloader()
+    assert isinstance(loader, AnnDataLoader)
+    assert getattr(loader, name) == option[name]
+
+
+def test_unknown_loader_options_fail_listing_the_valid_names(manager) -> None:
+    with pytest.raises(TypeError, match=r"'presistent_workers' \(did you mean 'persistent_wo"):
+        DataSplitter(manager, presistent_workers=True)
+    with pytest.raises(TypeError, match="Valid names: .*num_workers"):
+        AnnDataLoader(manager, bogus=1)
 
 
 def test_a_tiny_last_training_batch_is_dropped(manager) -> None:

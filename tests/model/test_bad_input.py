@@ -76,20 +76,29 @@ def test_setup_with_a_missing_key_leaves_the_anndata_untouched():
     assert "_scvi_uuid" not in adata.uns
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        lambda m: m.get_elbo(),
-        lambda m: m.get_marginal_ll(n_mc_samples=2),
-        lambda m: m.get_reconstruction_error(),
-        lambda m: m.get_latent_representation(),
-    ],
-    ids=["elbo", "marginal_ll", "reconstruction_error", "latent"],
-)
-def test_querying_an_untrained_model(query):
+def test_latent_of_an_untrained_model_is_refused():
     model = SCVI(_adata())
     with pytest.raises(RuntimeError, match=r"model\.train\(\)"):
-        query(model)
+        model.get_latent_representation()
+
+
+@pytest.mark.parametrize(
+    ("query", "sign"),
+    [
+        (lambda m: m.get_elbo(), 1),
+        (lambda m: m.get_marginal_ll(n_mc_samples=2), 1),
+        (lambda m: m.get_reconstruction_error()["reconstruction_loss"], -1),
+    ],
+    ids=["elbo", "marginal_ll", "reconstruction_error"],
+)
+def test_untrained_model_answers_likelihood_queries_with_a_warning(query, sign):
+    """As in scvi-tools; users compare these figures before and after training."""
+    model = SCVI(_adata())
+    with pytest.warns(UserWarning, match="not trained yet"):
+        before = query(model)
+    assert np.isfinite(before)
+    model.train(max_epochs=5, **TRAIN_KW)
+    assert sign * query(model) > sign * before  # higher ELBO and log p(x), lower loss
 
 
 @pytest.mark.parametrize(

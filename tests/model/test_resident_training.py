@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 
 import cellvi
@@ -38,3 +39,30 @@ def test_host_and_resident_paths_reach_the_same_heldout_elbo(restore_seed) -> No
     # held-out ELBO by about 0.3% between runs. A path serving wrong rows or codes moves it
     # far more.
     assert abs(elbos[True] - elbos[False]) < 0.01 * abs(elbos[False]), elbos
+
+
+class _FailAfterFirstStep(pl.Callback):
+    """Keeps the splitter's resident data, then makes training fail."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.resident = trainer.datamodule.resident
+        raise RuntimeError("stop here")
+
+
+def test_the_resident_copy_is_released_when_training_ends_or_fails(restore_seed) -> None:
+    adata = cellvi.data.synthetic_iid()
+    cellvi.model.SCVI.setup_anndata(adata)
+    model = cellvi.model.SCVI(adata)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    loader = model.trainer.train_dataloader
+    assert isinstance(loader, ResidentLoader) and loader.tensors.released
+    assert loader.tensors.fields == {} and model.trainer.datamodule.resident is None
+    with pytest.raises(RuntimeError, match="released when training ended"):
+        next(iter(loader))
+
+    failing = _FailAfterFirstStep()
+    with pytest.raises(RuntimeError, match="stop here"):
+        model.train(
+            max_epochs=1, accelerator="cpu", enable_progress_bar=False, callbacks=[failing]
+        )
+    assert failing.resident.released and failing.resident.fields == {}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import cellvi
+from cellvi import REGISTRY_KEYS
 from cellvi.model.base import BaseModelClass
 from cellvi.module.base import BaseModuleClass, PyroBaseModuleClass
 from cellvi.train import NonFiniteLossError
@@ -73,17 +74,20 @@ def test_save_load_round_trip_gives_identical_latents(fixture, request, tmp_path
 
 
 def test_load_runs_the_module_on_load_hook_first(pyro_model, tmp_path, monkeypatch):
-    model, _ = pyro_model
+    model, adata = pyro_model
     model.save(tmp_path / "model", save_anndata=True)
-    seen = []
+    seen = {}
 
-    def on_load(module, loaded_model):
+    def on_load(module, state_dict, registry, example_batch):
         # Still the freshly built module: the saved weights come after the hook.
-        seen.append(torch.equal(module.log_theta, model.module.log_theta))
+        seen["fresh"] = not torch.equal(module.log_theta, model.module.log_theta)
+        seen["weights"] = torch.equal(state_dict["log_theta"], model.module.log_theta)
+        seen["registry"] = registry["setup_args"] == model.registry["setup_args"]
+        seen["batch"] = example_batch[REGISTRY_KEYS.X_KEY].shape[1] == adata.n_vars
 
     monkeypatch.setattr(TinyPyroVAE, "on_load", on_load)
     TinyPyroModel.load(tmp_path / "model", accelerator="cpu")
-    assert seen == [False]
+    assert seen == {"fresh": True, "weights": True, "registry": True, "batch": True}
 
 
 def test_sample_posterior_summaries(pyro_model):

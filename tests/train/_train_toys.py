@@ -12,7 +12,7 @@ from torch.distributions import Normal, kl_divergence
 from torch.utils.data import DataLoader, Dataset
 
 from cellvi.module.base import BaseModuleClass, LossOutput
-from cellvi.train import TrainingPlan, TrainRunner
+from cellvi.train import TrainingPlan, TrainingState, TrainRunner
 
 N_GENES = 4
 
@@ -173,9 +173,10 @@ class FakeSplitter(pl.LightningDataModule):
 
 
 class DummyModel:
-    """Stands in for a model class: the runner only sets attributes on it."""
+    """Stands in for a model class: the runner records the fit in its training state."""
 
-    is_trained_ = False
+    def __init__(self) -> None:
+        self.training_state = TrainingState()
 
 
 def fit(
@@ -184,8 +185,11 @@ def fit(
     max_epochs: int,
     plan_kwargs: dict | None = None,
     **runner_kwargs: Any,
-) -> tuple[DummyModel, TrainRunner]:
-    """Train ``module`` on CPU with a TrainingPlan and a TrainRunner, quietly."""
+) -> tuple[TrainingState, TrainRunner]:
+    """Train ``module`` on CPU with a TrainingPlan and a TrainRunner, quietly.
+
+    Returns the training state the runner recorded, and the runner.
+    """
     torch.manual_seed(0)
     plan = TrainingPlan(module, **(plan_kwargs or {}))
     model = DummyModel()
@@ -197,4 +201,4 @@ def fit(
     }
     runner = TrainRunner(model, plan, splitter, max_epochs, accelerator="cpu", **runner_kwargs)
     runner()
-    return model, runner
+    return model.training_state, runner

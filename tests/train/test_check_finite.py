@@ -50,8 +50,8 @@ def test_error_without_non_finite_term():
 
 
 def test_finite_training_is_not_interrupted():
-    model, _ = fit(LinearVAE(), FakeSplitter(toy_data(10)), max_epochs=2)
-    assert model.is_trained_
+    state, _ = fit(LinearVAE(), FakeSplitter(toy_data(10)), max_epochs=2)
+    assert state.is_trained
 
 
 @pytest.mark.parametrize(("check_finite", "expected_readbacks"), [(False, 0), (True, 1)])
@@ -71,5 +71,5 @@ def test_training_step_readbacks(monkeypatch, check_finite, expected_readbacks):
         monkeypatch.setattr(torch.Tensor, name, counted)
     for _ in range(3):
         plan.training_step(batch, 0)
-    plan._train_sums.compute()
+    plan.sums("train").compute()
     assert len(readbacks) == 3 * expected_readbacks

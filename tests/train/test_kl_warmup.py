@@ -28,17 +28,17 @@ def test_kl_weight_property_before_training():
 
 def test_warmup_by_epochs():
     module = LinearVAE()  # 10 cells in batches of 5: two steps per epoch
-    model, _ = fit(
+    state, _ = fit(
         module, FakeSplitter(toy_data(10)), max_epochs=6, plan_kwargs={"n_epochs_kl_warmup": 4}
     )
     expected = [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert module.kl_weights_seen == pytest.approx([w for w in expected for _ in range(2)])
-    assert list(model.history_["kl_weight"]["kl_weight"]) == pytest.approx(expected)
+    assert list(state.history["kl_weight"]["kl_weight"]) == pytest.approx(expected)
 
 
 def test_warmup_by_steps():
     module = LinearVAE()
-    model, _ = fit(
+    state, _ = fit(
         module,
         FakeSplitter(toy_data(10)),
         max_epochs=4,
@@ -46,4 +46,4 @@ def test_warmup_by_steps():
     )
     assert module.kl_weights_seen == pytest.approx([0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.5, 1.5])
     # The logged weight is that of each epoch's last step.
-    assert list(model.history_["kl_weight"]["kl_weight"]) == pytest.approx([0.7, 1.1, 1.5, 1.5])
+    assert list(state.history["kl_weight"]["kl_weight"]) == pytest.approx([0.7, 1.1, 1.5, 1.5])

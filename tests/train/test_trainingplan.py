@@ -24,22 +24,22 @@ def _recompute_elbo(module: LinearVAE, x: torch.Tensor, batch_size: int) -> tupl
 
 def test_fit_decreases_elbo_train():
     # Without warm-up the minimised loss is the ELBO itself, so the metric must fall.
-    model, _ = fit(
+    state, _ = fit(
         LinearVAE(),
         FakeSplitter(toy_data(60), batch_size=16),
         max_epochs=15,
         plan_kwargs={"lr": 2e-2, "n_epochs_kl_warmup": None},
     )
-    elbo = model.history_["elbo_train"]["elbo_train"]
+    elbo = state.history["elbo_train"]["elbo_train"]
     assert elbo.iloc[-1] < 0.6 * elbo.iloc[0]
 
 
 def test_history_has_one_row_per_epoch_for_each_metric():
-    model, _ = fit(LinearVAE(), FakeSplitter(toy_data(30), n_val=10), max_epochs=3)
+    state, _ = fit(LinearVAE(), FakeSplitter(toy_data(30), n_val=10), max_epochs=3)
     expected = {f"{m}_{s}" for m in SPLIT_METRICS for s in ("train", "validation")}
     expected |= {"train_loss", "validation_loss", "kl_weight"}
-    assert set(model.history_) == expected
-    for name, table in model.history_.items():
+    assert set(state.history) == expected
+    for name, table in state.history.items():
         assert list(table.columns) == [name]
         assert table.index.name == "epoch"
         assert list(table.index) == [0, 1, 2]
@@ -56,15 +56,15 @@ def test_elbo_train_is_cell_weighted_over_uneven_batches():
     # lr=0 freezes the weights, so every epoch's metric equals one pass over the training set.
     x = toy_data(23)
     module = LinearVAE(stochastic=False, kl_global=True)
-    model, _ = fit(
+    state, _ = fit(
         module, FakeSplitter(x, batch_size=5, shuffle=True), max_epochs=2, plan_kwargs={"lr": 0.0}
     )
     exact, naive = _recompute_elbo(module, x, batch_size=5)
     assert not np.isclose(exact, naive, rtol=1e-3)  # the batch sizes (5, ..., 3) matter
-    np.testing.assert_allclose(model.history_["elbo_train"]["elbo_train"], exact, rtol=1e-5)
-    rec = model.history_["reconstruction_loss_train"]["reconstruction_loss_train"].iloc[-1]
-    kl_local = model.history_["kl_local_train"]["kl_local_train"].iloc[-1]
-    kl_global = model.history_["kl_global_train"]["kl_global_train"].iloc[-1]
+    np.testing.assert_allclose(state.history["elbo_train"]["elbo_train"], exact, rtol=1e-5)
+    rec = state.history["reconstruction_loss_train"]["reconstruction_loss_train"].iloc[-1]
+    kl_local = state.history["kl_local_train"]["kl_local_train"].iloc[-1]
+    kl_global = state.history["kl_global_train"]["kl_global_train"].iloc[-1]
     np.testing.assert_allclose(rec + kl_local + kl_global, exact, rtol=1e-5)
     np.testing.assert_allclose(
         kl_global, 0.5 * module.decoder.weight.pow(2).sum().item(), rtol=1e-5
@@ -74,20 +74,20 @@ def test_elbo_train_is_cell_weighted_over_uneven_batches():
 def test_elbo_validation_matches_final_weights():
     x = toy_data(40)
     module = LinearVAE(stochastic=False)
-    model, _ = fit(
+    state, _ = fit(
         module, FakeSplitter(x, n_val=13, batch_size=4), max_epochs=3, plan_kwargs={"lr": 1e-2}
     )
     exact, _ = _recompute_elbo(module, x[27:], batch_size=4)
     np.testing.assert_allclose(
-        model.history_["elbo_validation"]["elbo_validation"].iloc[-1], exact, rtol=1e-5
+        state.history["elbo_validation"]["elbo_validation"].iloc[-1], exact, rtol=1e-5
     )
 
 
 def test_module_without_kl_weight_trains():
-    model, _ = fit(NoKLWeightVAE(), FakeSplitter(toy_data(20)), max_epochs=2)
-    assert model.is_trained_
-    assert "elbo_train" in model.history_
-    assert "kl_weight" not in model.history_
+    state, _ = fit(NoKLWeightVAE(), FakeSplitter(toy_data(20)), max_epochs=2)
+    assert state.is_trained
+    assert "elbo_train" in state.history
+    assert "kl_weight" not in state.history
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
@@ -109,13 +109,13 @@ def test_custom_optimizer_trains():
 
     plan = TrainingPlan(LinearVAE(), optimizer="Custom", optimizer_creator=creator)
     assert type(plan.configure_optimizers()) is torch.optim.SGD
-    model, _ = fit(
+    state, _ = fit(
         LinearVAE(),
         FakeSplitter(toy_data(20)),
         max_epochs=2,
         plan_kwargs={"optimizer": "Custom", "optimizer_creator": creator},
     )
-    assert model.is_trained_
+    assert state.is_trained
 
 
 @pytest.mark.parametrize(

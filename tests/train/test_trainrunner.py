@@ -9,13 +9,13 @@ from ._train_toys import FakeSplitter, LinearVAE, PlateauModule, fit, toy_data
 
 def test_runner_sets_model_attributes():
     splitter = FakeSplitter(toy_data(20), n_val=6)
-    model, runner = fit(LinearVAE(), splitter, max_epochs=2)
-    assert model.is_trained_ is True
-    np.testing.assert_array_equal(model.train_indices, np.arange(14))
-    np.testing.assert_array_equal(model.validation_indices, np.arange(14, 20))
-    assert len(model.test_indices) == 0
-    assert model.trainer is runner.trainer
-    assert set(model.history_) == set(runner.history_logger.history)
+    state, runner = fit(LinearVAE(), splitter, max_epochs=2)
+    assert state.is_trained is True
+    np.testing.assert_array_equal(state.train_indices, np.arange(14))
+    np.testing.assert_array_equal(state.validation_indices, np.arange(14, 20))
+    assert len(state.test_indices) == 0
+    assert state.trainer is runner.trainer
+    assert set(state.history) == set(runner.history_logger.history)
     assert not runner.training_plan.training
     assert not runner.training_plan.module.training
     assert runner.trainer.current_epoch == 2
@@ -29,7 +29,7 @@ def test_runner_trainer_defaults_and_extra_callbacks_and_loggers():
             self.epochs += 1
 
     counter, extra_logger = Counter(), HistoryLogger()
-    model, runner = fit(
+    state, runner = fit(
         LinearVAE(),
         FakeSplitter(toy_data(10)),
         max_epochs=2,
@@ -37,13 +37,13 @@ def test_runner_trainer_defaults_and_extra_callbacks_and_loggers():
         logger=extra_logger,
     )
     assert counter.epochs == 2
-    assert set(extra_logger.history) == set(model.history_)
+    assert set(extra_logger.history) == set(state.history)
     assert runner.trainer.checkpoint_callback is None
     assert runner.trainer.num_sanity_val_steps == 0
 
 
 def test_early_stopping_stops_before_max_epochs():
-    model, runner = fit(
+    state, runner = fit(
         PlateauModule(),
         FakeSplitter(toy_data(20), n_val=5),
         max_epochs=20,
@@ -52,7 +52,7 @@ def test_early_stopping_stops_before_max_epochs():
     )
     # Epoch 0 sets the best value; epoch 1 does not improve on it, which exhausts patience 1.
     assert runner.trainer.current_epoch == 2
-    assert len(model.history_["elbo_validation"]) == 2
+    assert len(state.history["elbo_validation"]) == 2
 
 
 def test_early_stopping_requires_validation():

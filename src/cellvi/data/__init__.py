@@ -1,16 +1,14 @@
 """Data registration: registry keys, typed fields, ``AnnDataManager`` and built-in datasets."""
 
+from cellvi._constants import REGISTRY_KEYS
 from cellvi.data import fields
-from cellvi.data._constants import REGISTRY_KEYS
 from cellvi.data._manager import AnnDataManager, SummaryStats
-from cellvi.data._manager_store import ManagerStoreMixin
 from cellvi.data._simulate import simulate
 from cellvi.data._synthetic import synthetic_iid
 
 __all__ = [
     "REGISTRY_KEYS",
     "AnnDataManager",
-    "ManagerStoreMixin",
     "SummaryStats",
     "fields",
     "simulate",

@@ -1,25 +1,6 @@
-"""Names under which registered data reach a module, and the keys cellvi writes on AnnData."""
+"""The keys cellvi writes on an AnnData when it registers it."""
 
 from __future__ import annotations
-
-from typing import NamedTuple
-
-
-class _RegistryKeys(NamedTuple):
-    """Keys of the tensors dict a module receives (``tensors[REGISTRY_KEYS.BATCH_KEY]``)."""
-
-    X_KEY: str = "X"
-    BATCH_KEY: str = "batch"
-    LABELS_KEY: str = "labels"
-    PROTEIN_EXP_KEY: str = "proteins"
-    CAT_COVS_KEY: str = "extra_categorical_covs"
-    CONT_COVS_KEY: str = "extra_continuous_covs"
-    INDICES_KEY: str = "ind_x"
-    SIZE_FACTOR_KEY: str = "size_factor"
-    SAMPLE_KEY: str = "sample"
-
-
-REGISTRY_KEYS = _RegistryKeys()
 
 # The names below keep scvi-tools' spelling on purpose: users' notebooks read
 # ``adata.uns["_scvi_uuid"]`` and ``adata.obs["_scvi_batch"]``, and the seed-004 walk-through

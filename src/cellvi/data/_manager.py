@@ -16,6 +16,7 @@ from rich.table import Table
 from cellvi._version import __version__
 from cellvi.data._anndata_checks import check_anndata
 from cellvi.data._constants import MANAGER_UUID_KEY, SETUP_UUID_KEY
+from cellvi.data._identity import separate_copy, stamp_identity
 from cellvi.data._snapshot import RegistrationSnapshot
 from cellvi.data.fields import BaseAnnDataField
 from cellvi.data.fields._base import FieldData, read_attribute
@@ -107,7 +108,7 @@ class AnnDataManager:
         )
         self._adata_ref = weakref.ref(adata)
         self._transfer_kwargs = dict(transfer_kwargs)
-        adata.uns.setdefault(SETUP_UUID_KEY, str(uuid4()))
+        stamp_identity(adata)
 
     def _write_fields(
         self, adata: AnnData, source_registry: dict[str, Any] | None, transfer_kwargs: dict
@@ -156,10 +157,7 @@ class AnnDataManager:
             },
         )
         new_manager.register_fields(adata_target, source_registry=self._registry, **kwargs)
-        if adata_target is not self.adata and adata_target.uns[SETUP_UUID_KEY] == self.adata_uuid:
-            # A copy carries its source's UUID; a fresh one keeps the two apart in the stores.
-            # Other data keep theirs: it is what their own setup is stored under.
-            adata_target.uns[SETUP_UUID_KEY] = str(uuid4())
+        separate_copy(adata_target, [self])
         return new_manager
 
     def validate(self) -> None:

@@ -9,12 +9,27 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader
 
+from cellvi._checks import check_keywords, keyword_names
 from cellvi._settings import settings
 from cellvi.data import AnnDataManager
 from cellvi.dataloaders._dataset import AnnTorchDataset
 from cellvi.dataloaders._generator import order_generator
 from cellvi.dataloaders._indices import as_cell_indices
 from cellvi.dataloaders._sampler import BatchIndexSampler
+
+# DataLoader arguments AnnDataLoader sets itself: each minibatch is one dataset lookup.
+_SET_BY_LOADER = {"self", "dataset", "batch_size", "shuffle", "drop_last", "batch_sampler"}
+
+
+def check_data_loader_kwargs(
+    data_loader_kwargs: dict[str, Any], what: str, named: set[str] = frozenset()
+) -> None:
+    """Refuse names :class:`torch.utils.data.DataLoader` would not take from AnnDataLoader.
+
+    ``named`` are the caller's own parameters, listed among the valid names.
+    """
+    valid = (keyword_names(DataLoader.__init__) - _SET_BY_LOADER) | named
+    check_keywords(data_loader_kwargs, valid, what)
 
 
 def _keep_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -50,8 +65,9 @@ class AnnDataLoader(DataLoader):
         Yield fields stored sparse (e.g. a CSR ``X``) as torch sparse CSR tensors.
     **data_loader_kwargs
         Passed to :class:`torch.utils.data.DataLoader` (``num_workers`` defaults to
-        ``cellvi.settings.dl_num_workers``). ``sampler`` may replace the default sampler;
-        it must yield whole minibatches of indices.
+        ``cellvi.settings.dl_num_workers``); a name it does not take is an error listing the
+        valid ones. ``sampler`` may replace the default sampler; it must yield whole
+        minibatches of indices.
     """
 
     def __init__(
@@ -70,6 +86,11 @@ class AnnDataLoader(DataLoader):
                 "AnnDataLoader batches through its sampler; pass sampler= (yielding index "
                 "arrays) instead of batch_sampler=."
             )
+        check_data_loader_kwargs(
+            data_loader_kwargs,
+            "AnnDataLoader",
+            keyword_names(AnnDataLoader.__init__) - {"adata_manager"},
+        )
         dataset = AnnTorchDataset(adata_manager, data_and_attributes, load_sparse_tensor)
         self.indices = as_cell_indices(indices, len(dataset))
         self.shuffle = shuffle

@@ -12,9 +12,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from cellvi._checks import check_positive_int, keyword_names
 from cellvi._settings import settings
 from cellvi.data import AnnDataManager
-from cellvi.dataloaders._ann_dataloader import AnnDataLoader
+from cellvi.dataloaders._ann_dataloader import AnnDataLoader, check_data_loader_kwargs
 from cellvi.dataloaders._dataset import AnnTorchDataset
 from cellvi.dataloaders._device import check_device_resident, fits_on_device
 from cellvi.dataloaders._external_indexing import validate_external_indexing
@@ -78,6 +79,14 @@ class DataSplitter(pl.LightningDataModule):
     be read right away. An empty validation (or test) split yields ``[]`` instead of a loader,
     which Lightning takes as "no validation loop" (it warns that the list is empty).
 
+    Two data paths serve the minibatches. The device-resident path (``device_resident``)
+    moves the registered data once to the training device and gathers each minibatch there;
+    the host path is an :class:`AnnDataLoader` per split, copying each minibatch from the
+    host. Options only the host path has (``load_sparse_tensor``, ``pin_memory``,
+    ``num_workers`` and the other ``data_loader_kwargs``) choose it under
+    ``device_resident="auto"`` and are an error under ``device_resident=True``. The resident
+    copy is released when the fit ends (``teardown``), or fails.
+
     Parameters
     ----------
     adata_manager
@@ -91,17 +100,28 @@ class DataSplitter(pl.LightningDataModule):
         Draw the splits at random (reproducible under ``cellvi.settings.seed``); ``False``
         takes train, then validation, then test in cell order.
     load_sparse_tensor
-        Yield fields stored sparse as torch sparse CSR tensors.
+        Yield fields stored sparse as torch sparse CSR tensors (host path).
     pin_memory
-        Pin minibatches in page-locked memory (faster copies to a GPU).
+        Pin minibatches in page-locked memory, for faster copies to a GPU (host path).
     external_indexing
         ``[train, validation, test]`` arrays of cell indices used as given instead of drawing
         splits (sizes are then ignored). Train must be non-empty; validation and test may be
         ``None`` or empty; no index may repeat within or across splits. Cells in none of
         them are not used.
-    **kwargs
-        Passed to every :class:`AnnDataLoader` (``batch_size``, ``num_workers``,
-        ``data_and_attributes``, ...). ``drop_last`` applies to the training loader only.
+    device_resident
+        ``"auto"``: hold the data on the training device when they fit and no host-only
+        option is given; ``True``: always (an error when impossible); ``False``: never.
+    batch_size
+        Cells per minibatch; ``None`` uses ``cellvi.settings.batch_size``.
+    drop_last
+        Leave out the last, incomplete training minibatch (validation and test keep theirs).
+    num_workers
+        Worker processes of the host loader; ``None`` uses ``cellvi.settings.dl_num_workers``.
+    data_and_attributes
+        Registry keys to load (see :class:`AnnTorchDataset`); ``None`` loads every field.
+    **data_loader_kwargs
+        Further :class:`torch.utils.data.DataLoader` arguments of the host loader
+        (``persistent_workers``, ``prefetch_factor``, ...); an unknown name is an error.
 
     Attributes
     ----------
@@ -119,10 +139,19 @@ class DataSplitter(pl.LightningDataModule):
         pin_memory: bool = False,
         external_indexing: Sequence[npt.ArrayLike | None] | None = None,
         device_resident: bool | Literal["auto"] = "auto",
-        **kwargs: Any,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+        num_workers: int | None = None,
+        data_and_attributes: Sequence[str] | None = None,
+        **data_loader_kwargs: Any,
     ) -> None:
         super().__init__()
         check_device_resident(device_resident)
+        check_data_loader_kwargs(
+            data_loader_kwargs,
+            "DataSplitter",
+            keyword_names(DataSplitter.__init__) - {"adata_manager"},
+        )
         adata = adata_manager.adata
         if adata is None:
             raise ValueError(
@@ -135,8 +164,15 @@ class DataSplitter(pl.LightningDataModule):
         self.shuffle_set_split = shuffle_set_split
         self.load_sparse_tensor = load_sparse_tensor
         self.pin_memory = pin_memory
-        self.drop_last = kwargs.pop("drop_last", False)
-        self.data_loader_kwargs = kwargs
+        self.batch_size = check_positive_int(
+            "batch_size", settings.batch_size if batch_size is None else batch_size
+        )
+        self.drop_last = drop_last
+        self.num_workers = settings.dl_num_workers if num_workers is None else num_workers
+        self.data_and_attributes = data_and_attributes
+        self.data_loader_kwargs = data_loader_kwargs
+        self.device_resident = device_resident
+        self._check_data_path()
         n_cells = int(adata.n_obs)
         if external_indexing is not None:
             self.train_idx, self.val_idx, self.test_idx = validate_external_indexing(
@@ -146,17 +182,31 @@ class DataSplitter(pl.LightningDataModule):
             self.train_idx, self.val_idx, self.test_idx = self._draw_splits(n_cells)
         self.n_train = int(self.train_idx.size)
         self.n_val = int(self.val_idx.size)
-        self.device_resident = device_resident
         self.resident: ResidentTensors | None = None
-        batch_size = int(self.data_loader_kwargs.get("batch_size") or settings.batch_size)
-        if not self.drop_last and 0 < self.n_train % batch_size < 3 and self.n_train > batch_size:
+        remainder = self.n_train % self.batch_size
+        if not self.drop_last and 0 < remainder < 3 and self.n_train > self.batch_size:
             # A minibatch of one or two cells gives batch norm no usable statistics (one cell
             # is an error in training mode); dropping it loses those cells for one epoch only.
-            logger.info(
-                "Dropping the last training minibatch of %d cells each epoch.",
-                self.n_train % batch_size,
-            )
+            logger.info("Dropping the last training minibatch of %d cells each epoch.", remainder)
             self.drop_last = True
+
+    def _host_only_options(self) -> list[str]:
+        """The options given that only the host loader can honour."""
+        given = {
+            "load_sparse_tensor": self.load_sparse_tensor,
+            "pin_memory": self.pin_memory,
+            "num_workers": self.num_workers,
+            **self.data_loader_kwargs,
+        }
+        return [name for name, value in given.items() if value]
+
+    def _check_data_path(self) -> None:
+        host_only = self._host_only_options()
+        if host_only and self.device_resident is True:
+            raise ValueError(
+                f"device_resident=True cannot honour {', '.join(host_only)}: these belong to the "
+                "host loader. Drop them, or pass device_resident='auto' or False."
+            )
 
     def _draw_splits(self, n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n_train, n_val = split_sizes(n_cells, self.train_size, self.validation_size)
@@ -178,12 +228,10 @@ class DataSplitter(pl.LightningDataModule):
         )
         if self.resident is not None and self.resident.device == device:
             return
-        self.resident = None
-        if self._host_loader_needed():
+        self.release()
+        if self.device_resident is False or self._host_only_options():
             return
-        dataset = AnnTorchDataset(
-            self.adata_manager, self.data_loader_kwargs.get("data_and_attributes")
-        )
+        dataset = AnnTorchDataset(self.adata_manager, self.data_and_attributes)
         if self.device_resident == "auto" and not fits_on_device(
             ResidentTensors.nbytes(dataset), device
         ):
@@ -194,51 +242,51 @@ class DataSplitter(pl.LightningDataModule):
             return
         self.resident = ResidentTensors(dataset, device)
 
-    def _host_loader_needed(self) -> bool:
-        """Whether an option only the host loader offers was asked for."""
-        if self.device_resident is False:
-            return True
-        host_only = (
-            self.load_sparse_tensor
-            or self.pin_memory
-            or self.data_loader_kwargs.get("num_workers")
-        )
-        if host_only and self.device_resident is True:
-            raise ValueError(
-                "device_resident=True cannot be combined with load_sparse_tensor, pin_memory or "
-                "num_workers, which belong to the host loader."
-            )
-        return bool(host_only)
+    def release(self) -> None:
+        """Free the device-resident copy of the data (loaders made from it stop working)."""
+        if self.resident is not None:
+            self.resident.release()
+            self.resident = None
+
+    def teardown(self, stage: str) -> None:
+        """Release the resident data when a fit (or another Lightning stage) ends."""
+        self.release()
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Release the resident data when a fit fails."""
+        self.release()
 
     def _loader(
         self, indices: np.ndarray, shuffle: bool, drop_last: bool
     ) -> AnnDataLoader | ResidentLoader:
         if self.resident is not None:
-            batch_size = self.data_loader_kwargs.get("batch_size") or settings.batch_size
             return ResidentLoader(
-                self.resident, indices, batch_size, shuffle=shuffle, drop_last=drop_last
+                self.resident, indices, self.batch_size, shuffle=shuffle, drop_last=drop_last
             )
         return AnnDataLoader(
             self.adata_manager,
             indices=indices,
+            batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
+            data_and_attributes=self.data_and_attributes,
             load_sparse_tensor=self.load_sparse_tensor,
             pin_memory=self.pin_memory,
+            num_workers=self.num_workers,
             **self.data_loader_kwargs,
         )
 
-    def train_dataloader(self) -> AnnDataLoader:
+    def train_dataloader(self) -> AnnDataLoader | ResidentLoader:
         """Shuffled minibatches of the training cells."""
         return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
 
-    def val_dataloader(self) -> AnnDataLoader | list:
+    def val_dataloader(self) -> AnnDataLoader | ResidentLoader | list:
         """Minibatches of the validation cells, in order; ``[]`` (no loop) when there are none."""
         if self.val_idx.size == 0:
             return []
         return self._loader(self.val_idx, shuffle=False, drop_last=False)
 
-    def test_dataloader(self) -> AnnDataLoader | list:
+    def test_dataloader(self) -> AnnDataLoader | ResidentLoader | list:
         """Minibatches of the test cells, in order; ``[]`` (no loop) when there are none."""
         if self.test_idx.size == 0:
             return []

@@ -65,6 +65,7 @@ class ResidentTensors:
         self.device = torch.device(device)
         self.n_obs = dataset.n_obs
         self.fields: dict[str, torch.Tensor | ResidentCSR] = {}
+        self.released = False
         for key, dtype in dataset.keys_and_dtypes.items():
             data = dataset.data[key]
             torch_dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
@@ -83,8 +84,18 @@ class ResidentTensors:
             for data in dataset.data.values()
         )
 
+    def release(self) -> None:
+        """Drop the device copies, so their memory is freed even while loaders refer to this."""
+        self.fields = {}
+        self.released = True
+
     def take(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The minibatch of cells ``rows`` (a device tensor of indices)."""
+        if self.released:
+            raise RuntimeError(
+                "The device-resident copy of the training data was released when training "
+                "ended; make a new loader (e.g. model.train() again) to read the data."
+            )
         return {
             key: field.dense_rows(rows)
             if isinstance(field, ResidentCSR)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from cellvi._checks import check_positive_int
+
 
 class BatchIndexSampler(Sampler[np.ndarray]):
     """Yield minibatches of cell indices, so a dataset is indexed once per minibatch.
@@ -35,12 +37,8 @@ class BatchIndexSampler(Sampler[np.ndarray]):
         drop_last: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-            raise TypeError(f"batch_size must be an int, got {batch_size!r}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.batch_size = int(batch_size)
+        self.batch_size = check_positive_int("batch_size", batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = generator

@@ -1,5 +1,7 @@
 """Negative binomial distribution in the (mean, inverse dispersion) parameterisation."""
 
+from __future__ import annotations
+
 from numbers import Number
 
 import torch
@@ -85,9 +87,12 @@ class NegativeBinomial(Distribution):
         batch_shape = torch.broadcast_shapes(*(p.shape for p in self._batch_parameters()))
         super().__init__(batch_shape, validate_args=validate_args)
 
+    #: Attributes holding the parameters, in the order the log-pmfs take them.
+    _parameter_names: tuple[str, ...] = ("mu", "theta")
+
     def _batch_parameters(self) -> tuple[Tensor, ...]:
         """Parameters whose broadcast shape is the batch shape."""
-        return self.mu, self.theta
+        return tuple(getattr(self, name) for name in self._parameter_names)
 
     @staticmethod
     def _resolve_parameters(
@@ -169,8 +174,12 @@ class NegativeBinomial(Distribution):
             return self.scale
         raise ValueError(f"Unknown key {key!r}: expected 'mu' or 'scale'.")
 
+    # The elementwise and the per-cell summed log-pmf, fed ``_batch_parameters()``.
+    _log_pmf = staticmethod(log_nb_positive)
+    _log_pmf_sum = staticmethod(nb_log_likelihood_sum)
+
     def log_prob(self, value: Tensor) -> Tensor:
-        """Log-pmf of ``value``, see :func:`~cellvi.distributions.log_nb_positive`.
+        """Elementwise log-pmf of ``value`` (``log_nb_positive``; ``log_zinb_positive`` for ZINB).
 
         Parameters
         ----------
@@ -184,7 +193,7 @@ class NegativeBinomial(Distribution):
         """
         if self._validate_args:
             self._validate_sample(value)
-        return log_nb_positive(value, self.mu, self.theta)
+        return self._log_pmf(value, *self._batch_parameters())
 
     def log_prob_sum(self, value: Tensor) -> Tensor:
         """Log-pmf summed over the last (gene) axis, with a fused, faster backward.
@@ -205,7 +214,7 @@ class NegativeBinomial(Distribution):
         """
         if self._validate_args:
             self._validate_sample(value)
-        return nb_log_likelihood_sum(value, self.mu, self.theta)
+        return self._log_pmf_sum(value, *self._batch_parameters())
 
     @torch.no_grad()
     def _sample_rate(self, sample_shape: torch.Size) -> Tensor:
@@ -216,7 +225,7 @@ class NegativeBinomial(Distribution):
 
     @torch.no_grad()
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
-        """Draw counts through the Gamma-Poisson mixture.
+        """Draw counts through the Gamma-Poisson mixture (then zero-inflated, for ZINB).
 
         Parameters
         ----------
@@ -228,16 +237,20 @@ class NegativeBinomial(Distribution):
         Tensor
             Float tensor of non-negative integers, shape ``sample_shape + batch_shape``.
         """
-        return torch.poisson(self._sample_rate(torch.Size(sample_shape)))
+        return self._inflate_zeros(torch.poisson(self._sample_rate(torch.Size(sample_shape))))
+
+    def _inflate_zeros(self, counts: Tensor) -> Tensor:
+        """Counts drawn from the negative binomial, as the final draw (nothing to add here)."""
+        return counts
 
     def expand(
-        self, batch_shape: torch.Size, _instance: "NegativeBinomial | None" = None
-    ) -> "NegativeBinomial":
+        self, batch_shape: torch.Size, _instance: NegativeBinomial | None = None
+    ) -> NegativeBinomial:
         """Return a view of this distribution with a larger batch shape."""
-        new = self._get_checked_instance(NegativeBinomial, _instance)
+        new = self._get_checked_instance(type(self), _instance)
         batch_shape = torch.Size(batch_shape)
-        new.mu = self.mu.expand(batch_shape)
-        new.theta = self.theta.expand(batch_shape)
+        for name in self._parameter_names:
+            setattr(new, name, getattr(self, name).expand(batch_shape))
         new.scale = None if self.scale is None else self.scale.expand(batch_shape)
         new.max_poisson_rate = self.max_poisson_rate
         Distribution.__init__(new, batch_shape, validate_args=False)

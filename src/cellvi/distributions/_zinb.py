@@ -62,9 +62,7 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
             max_poisson_rate=max_poisson_rate,
         )
 
-    def _batch_parameters(self) -> tuple[Tensor, ...]:
-        """Parameters whose broadcast shape is the batch shape."""
-        return *super()._batch_parameters(), self.zi_logits
+    _parameter_names = ("mu", "theta", "zi_logits")
 
     @property
     def arg_constraints(self) -> dict[str, Constraint]:
@@ -88,67 +86,11 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
         mu = self.mu
         return ((1.0 - pi) * mu * (1.0 + mu / self.theta + pi * mu)).expand(self.batch_shape)
 
-    def log_prob(self, value: Tensor) -> Tensor:
-        """Log-pmf of ``value``, see :func:`~cellvi.distributions.log_zinb_positive`.
+    # log_prob and log_prob_sum: the zero-inflated pmfs (log_zinb_positive and its fused sum).
+    _log_pmf = staticmethod(log_zinb_positive)
+    _log_pmf_sum = staticmethod(zinb_log_likelihood_sum)
 
-        Parameters
-        ----------
-        value
-            Counts broadcastable with the batch shape.
-
-        Returns
-        -------
-        Tensor
-            Elementwise log-probabilities.
-        """
-        if self._validate_args:
-            self._validate_sample(value)
-        return log_zinb_positive(value, self.mu, self.theta, self.zi_logits)
-
-    def log_prob_sum(self, value: Tensor) -> Tensor:
-        """Log-pmf summed over the last (gene) axis, with a fused, faster backward.
-
-        Equal to ``log_prob(value).sum(-1)``; see
-        :func:`~cellvi.distributions.zinb_log_likelihood_sum`.
-
-        Parameters
-        ----------
-        value
-            Counts of shape ``(..., genes)``.
-
-        Returns
-        -------
-        Tensor
-            Per-cell log-probabilities, shape ``batch_shape[:-1]``.
-        """
-        if self._validate_args:
-            self._validate_sample(value)
-        return zinb_log_likelihood_sum(value, self.mu, self.theta, self.zi_logits)
-
-    @torch.no_grad()
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
-        """Draw counts: zero with probability ``pi``, else a negative binomial draw.
-
-        Parameters
-        ----------
-        sample_shape
-            Leading shape of the draw.
-
-        Returns
-        -------
-        Tensor
-            Float tensor of non-negative integers, shape ``sample_shape + batch_shape``.
-        """
-        shape = self._extended_shape(torch.Size(sample_shape))
-        counts = torch.poisson(self._sample_rate(torch.Size(sample_shape)))
-        uniform = torch.rand(shape, dtype=counts.dtype, device=counts.device)
-        structural_zero = uniform < self.zi_probs
-        return counts.masked_fill(structural_zero, 0.0)
-
-    def expand(
-        self, batch_shape: torch.Size, _instance: "ZeroInflatedNegativeBinomial | None" = None
-    ) -> "ZeroInflatedNegativeBinomial":
-        """Return a view of this distribution with a larger batch shape."""
-        new = self._get_checked_instance(ZeroInflatedNegativeBinomial, _instance)
-        new.zi_logits = self.zi_logits.expand(batch_shape)
-        return super().expand(batch_shape, _instance=new)
+    def _inflate_zeros(self, counts: Tensor) -> Tensor:
+        """Set each negative binomial draw to zero with probability ``pi`` (structural zeros)."""
+        uniform = torch.rand(counts.shape, dtype=counts.dtype, device=counts.device)
+        return counts.masked_fill(uniform < self.zi_probs, 0.0)

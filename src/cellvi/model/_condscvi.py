@@ -138,8 +138,8 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ) -> None:
         """Train the model; by default on every cell (no validation split), as scvi-tools does.
 
-        ``lr`` takes precedence over a learning rate in ``plan_kwargs``; the other arguments
-        are those of ``UnsupervisedTrainingMixin.train``.
+        The arguments are those of ``TrainingMixin.train`` (``lr`` takes precedence over a
+        learning rate in ``plan_kwargs``), with CondSCVI's defaults.
         """
         super().train(
             max_epochs=max_epochs,
@@ -149,8 +149,9 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             validation_size=validation_size,
             shuffle_set_split=shuffle_set_split,
             batch_size=batch_size,
+            lr=lr,
             datasplitter_kwargs=datasplitter_kwargs,
-            plan_kwargs={**(plan_kwargs or {}), "lr": lr},
+            plan_kwargs=plan_kwargs,
             **trainer_kwargs,
         )
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, Normal, Poisson, kl_divergence
 
-from cellvi.data._constants import REGISTRY_KEYS
+from cellvi._constants import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from cellvi.module._options import check_choice, norm_flags
-from cellvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from cellvi.module.base import BaseModuleClass, LossOutput
 from cellvi.nn import DecoderSCVI, Embedding, Encoder
 
 Tensor = torch.Tensor
@@ -137,9 +137,11 @@ class VAE(BaseModuleClass):
         check_choice("batch_representation", batch_representation, _BATCH_REPRESENTATIONS)
         batch_norm_encoder, batch_norm_decoder = norm_flags("use_batch_norm", use_batch_norm)
         layer_norm_encoder, layer_norm_decoder = norm_flags("use_layer_norm", use_layer_norm)
-        if dispersion == "gene-batch" and n_batch < 1:
+        # A Poisson likelihood has no dispersion at all, so it accepts any dispersion option.
+        uses_dispersion = gene_likelihood != "poisson"
+        if uses_dispersion and dispersion == "gene-batch" and n_batch < 1:
             raise ValueError("dispersion='gene-batch' needs n_batch >= 1 (batches to index).")
-        if dispersion == "gene-label" and n_labels < 1:
+        if uses_dispersion and dispersion == "gene-label" and n_labels < 1:
             raise ValueError("dispersion='gene-label' needs n_labels >= 1 (labels to index).")
 
         self.n_input = n_input
@@ -159,9 +161,9 @@ class VAE(BaseModuleClass):
         self.use_observed_lib_size = use_size_factor_key or use_observed_lib_size
         self._register_library_prior(library_log_means, library_log_vars)
 
-        # Per-gene dispersion tables, one row per batch / label (looked up by code); a Poisson
-        # likelihood has no dispersion at all.
-        uses_dispersion = gene_likelihood != "poisson"
+        # What the decoder is asked for: only a likelihood with a dispersion reads one.
+        self._decoder_dispersion = dispersion if uses_dispersion else "gene"
+        # Per-gene dispersion tables, one row per batch / label (looked up by code).
         n_rows = {"gene": 1, "gene-batch": n_batch, "gene-label": n_labels}.get(dispersion, 0)
         self.px_r = (
             torch.nn.Parameter(torch.randn(n_rows, n_input))
@@ -313,7 +315,6 @@ class VAE(BaseModuleClass):
 
     # Inference ---------------------------------------------------------------------------
 
-    @auto_move_data
     def inference(
         self,
         x: Tensor,
@@ -354,7 +355,6 @@ class VAE(BaseModuleClass):
 
     # Generative model --------------------------------------------------------------------
 
-    @auto_move_data
     def generative(
         self,
         z: Tensor,
@@ -392,7 +392,7 @@ class VAE(BaseModuleClass):
             library = torch.log(size_factor)
         decoder_values, codes = self._network_inputs(z, batch_index, columns, cont_covs)
         px_scale, px_r, px_rate, px_dropout = self.decoder(
-            self.dispersion, decoder_values, library, *codes
+            self._decoder_dispersion, decoder_values, library, *codes
         )
         if self.gene_likelihood == "poisson":
             px = Poisson(px_rate)
@@ -490,7 +490,7 @@ class VAE(BaseModuleClass):
         """
         if n_mc_samples < 1 or n_mc_samples_per_pass < 1:
             raise ValueError("n_mc_samples and n_mc_samples_per_pass must be >= 1.")
-        x = _dense(tensors[REGISTRY_KEYS.X_KEY]).to(self.device)
+        x = _dense(tensors[REGISTRY_KEYS.X_KEY])
         log_weights = []
         remaining = n_mc_samples
         while remaining > 0:

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from cellvi.data._constants import REGISTRY_KEYS
+from cellvi._constants import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial
-from cellvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from cellvi.module.base import BaseModuleClass, LossOutput
 from cellvi.nn import Embedding, Encoder, FCLayers
 from cellvi.nn._codes import as_code_vector
 
@@ -34,12 +34,10 @@ class VAEC(BaseModuleClass):
         Number of genes.
     n_labels
         Number of labels; at least 1.
-    n_hidden
-        Nodes per hidden layer of the encoder and the decoder.
+    n_hidden, n_layers
+        Width and number of the hidden layers of the encoder and the decoder.
     n_latent
         Dimension of the latent space.
-    n_layers
-        Hidden layers of the encoder and the decoder.
     log_variational
         Encode ``log1p(x)`` instead of ``x`` (numerical stability, not normalisation).
     ct_weight
@@ -159,7 +157,6 @@ class VAEC(BaseModuleClass):
 
     # Inference and generative model ------------------------------------------------------
 
-    @auto_move_data
     def inference(
         self, x: Tensor, y: Tensor, batch_index: Tensor | None = None, n_samples: int = 1
     ) -> dict[str, Any]:
@@ -178,7 +175,6 @@ class VAEC(BaseModuleClass):
             library = library.expand(n_samples, *library.shape)
         return {"qz": qz, "z": z, "library": library}
 
-    @auto_move_data
     def generative(
         self, z: Tensor, library: Tensor, y: Tensor, batch_index: Tensor | None = None
     ) -> dict[str, Distribution]:
@@ -220,7 +216,7 @@ class VAEC(BaseModuleClass):
         plain ELBO.
         """
         x = _dense(tensors[REGISTRY_KEYS.X_KEY])
-        y = as_code_vector(tensors[REGISTRY_KEYS.LABELS_KEY]).to(self.ct_weight.device)
+        y = as_code_vector(tensors[REGISTRY_KEYS.LABELS_KEY])
         reconstruction_loss = -generative_outputs["px"].log_prob(x).sum(-1)
         kl_z = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
         loss = torch.mean(self.ct_weight[y] * (reconstruction_loss + kl_weight * kl_z))

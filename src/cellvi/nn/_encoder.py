@@ -22,14 +22,10 @@ class Encoder(torch.nn.Module):
         Width of the input.
     n_output
         Dimension of the latent space.
-    n_cat_list
-        Number of categories of each categorical covariate (see :class:`FCLayers`).
-    n_cont
-        Number of continuous covariates.
-    n_layers
-        Number of hidden layers.
-    n_hidden
-        Width of the hidden layers.
+    n_cat_list, n_layers, n_hidden
+        Categories of each categorical covariate, number and width of the hidden layers (see
+        :class:`FCLayers`, which also takes ``n_cont``, continuous covariates, among
+        ``fc_kwargs``).
     dropout_rate
         Dropout probability of the hidden layers.
     distribution
@@ -50,7 +46,6 @@ class Encoder(torch.nn.Module):
         n_input: int,
         n_output: int,
         n_cat_list: Sequence[int] | None = None,
-        n_cont: int = 0,
         n_layers: int = 1,
         n_hidden: int = 128,
         dropout_rate: float = 0.1,
@@ -73,7 +68,6 @@ class Encoder(torch.nn.Module):
             n_in=n_input,
             n_out=n_hidden,
             n_cat_list=n_cat_list,
-            n_cont=n_cont,
             n_layers=n_layers,
             n_hidden=n_hidden,
             dropout_rate=dropout_rate,

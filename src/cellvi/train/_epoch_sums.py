@@ -1,4 +1,4 @@
-"""Per-epoch sums of the ELBO terms, accumulated on the device."""
+"""Per-epoch sums of logged metrics, accumulated on the device."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ if TYPE_CHECKING:
     from cellvi.module.base import LossOutput
 
 
-class EpochElboSums:
-    """Running sums of a minibatch's loss terms over one epoch (one train or validation pass).
+class EpochSums:
+    """Running sums of one epoch's metrics (one train or validation pass).
 
-    The sums stay tensors on the module's device, so ``update`` never waits for the GPU; the
-    values are read once per epoch, when the logger converts them.
+    Per-cell metrics are summed over cells and divided by the number of cells; per-minibatch
+    metrics are summed over minibatches and divided by their number. The sums stay tensors on
+    the module's device, so ``update`` never waits for the GPU; they are read once per epoch.
     """
 
     def __init__(self) -> None:
@@ -22,48 +23,68 @@ class EpochElboSums:
 
     def reset(self) -> None:
         """Forget the sums of the previous epoch."""
-        # Python zeros become device tensors on the first update, wherever the module lives.
-        self.loss: torch.Tensor | float = 0.0
-        self.reconstruction_loss: torch.Tensor | float = 0.0
-        self.kl_local: torch.Tensor | float = 0.0
-        self.kl_global: torch.Tensor | float = 0.0
+        self._cell_sums: dict[str, torch.Tensor] = {}
+        self._batch_sums: dict[str, torch.Tensor] = {}
         self.n_obs = 0
         self.n_batches = 0
 
-    def update(self, output: LossOutput) -> None:
-        """Add one minibatch's terms."""
-        n_obs = output.n_obs_minibatch
-        # ``loss`` is a minibatch mean: weight it by cells so uneven batches average correctly.
-        self.loss = self.loss + output.loss.detach().float() * n_obs
-        self.reconstruction_loss = (
-            self.reconstruction_loss + output.reconstruction_loss_sum.detach().float()
-        )
-        self.kl_local = self.kl_local + output.kl_local_sum.detach().float()
-        self.kl_global = self.kl_global + output.kl_global_sum.detach().float()
+    def update(
+        self,
+        n_obs: int,
+        cell_sums: dict[str, torch.Tensor],
+        batch_values: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Add one minibatch: sums over its ``n_obs`` cells, and whole-minibatch values."""
+        for sums, values in ((self._cell_sums, cell_sums), (self._batch_sums, batch_values)):
+            for name, value in (values or {}).items():
+                value = torch.as_tensor(value).detach().float()
+                sums[name] = sums[name] + value if name in sums else value
         self.n_obs += n_obs
         self.n_batches += 1
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Return the epoch's per-cell metrics (empty when no minibatch was seen).
-
-        Returns
-        -------
-        dict
-            ``reconstruction_loss`` and ``kl_local`` per cell, ``kl_global`` as the mean over
-            minibatches (a global term is the same whole-model quantity in every minibatch, so
-            summing it would count it once per minibatch), ``elbo`` = the sum of the three
-            (the per-cell negative ELBO, without KL warm-up), and ``loss``, the cell-weighted
-            mean of the minimised loss.
-        """
+        """The epoch's metrics: per-cell means and per-minibatch means (empty if no batch)."""
         if self.n_obs == 0:
             return {}
-        reconstruction_loss = torch.as_tensor(self.reconstruction_loss) / self.n_obs
-        kl_local = torch.as_tensor(self.kl_local) / self.n_obs
-        kl_global = torch.as_tensor(self.kl_global) / self.n_batches
+        metrics = {name: value / self.n_obs for name, value in self._cell_sums.items()}
+        metrics.update({name: value / self.n_batches for name, value in self._batch_sums.items()})
+        return metrics
+
+
+class EpochElboSums(EpochSums):
+    """The ELBO terms of a :class:`LossOutput` over one epoch.
+
+    ``compute`` returns ``reconstruction_loss`` and ``kl_local`` per cell, ``kl_global`` as the
+    mean over minibatches (a global term is the same whole-model quantity in every minibatch,
+    so summing it would count it once per minibatch), ``elbo`` = the sum of the three (the
+    per-cell negative ELBO, without KL warm-up), and ``loss``, the cell-weighted mean of the
+    minimised loss.
+    """
+
+    def update_from(self, output: LossOutput) -> None:
+        """Add one minibatch's loss output."""
+        n_obs = output.n_obs_minibatch
+        self.update(
+            n_obs,
+            {
+                "reconstruction_loss": output.reconstruction_loss_sum,
+                "kl_local": output.kl_local_sum,
+                # ``loss`` is a minibatch mean: weight it by cells so uneven batches average.
+                "loss": output.loss.detach().float() * n_obs,
+            },
+            {"kl_global": output.kl_global_sum},
+        )
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The epoch's ELBO terms, ``elbo`` first (see the class docstring)."""
+        metrics = super().compute()
+        if not metrics:
+            return metrics
+        elbo = metrics["reconstruction_loss"] + metrics["kl_local"] + metrics["kl_global"]
         return {
-            "elbo": reconstruction_loss + kl_local + kl_global,
-            "reconstruction_loss": reconstruction_loss,
-            "kl_local": kl_local,
-            "kl_global": kl_global,
-            "loss": torch.as_tensor(self.loss) / self.n_obs,
+            "elbo": elbo,
+            "reconstruction_loss": metrics["reconstruction_loss"],
+            "kl_local": metrics["kl_local"],
+            "kl_global": metrics["kl_global"],
+            "loss": metrics["loss"],
         }

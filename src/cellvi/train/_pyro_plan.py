@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
 import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO
@@ -13,8 +11,7 @@ from pyro.optim import PyroOptim
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from cellvi.module.base._pyro_module import private_param_store
-from cellvi.train._errors import NonFiniteLossError
-from cellvi.train._kl_weight import compute_kl_weight
+from cellvi.train._base_plan import BasePlan
 
 if TYPE_CHECKING:
     from cellvi.module.base import PyroBaseModuleClass
@@ -22,7 +19,7 @@ if TYPE_CHECKING:
 Tensors = dict[str, torch.Tensor]
 
 
-class PyroTrainingPlan(pl.LightningModule):
+class PyroTrainingPlan(BasePlan):
     """Fit a :class:`~cellvi.module.base.PyroBaseModuleClass` by maximising its ELBO.
 
     Each training step evaluates ``loss_fn`` on the module's ``model`` and ``guide`` for one
@@ -78,38 +75,32 @@ class PyroTrainingPlan(pl.LightningModule):
         scale_elbo: float = 1.0,
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        self.module = pyro_module
+        _check_optim(optim)
+        if scale_elbo <= 0:
+            raise ValueError(f"scale_elbo must be positive, got {scale_elbo}.")
+        use_kl_weight = pyro_module.takes_kl_weight
+        super().__init__(
+            pyro_module,
+            n_steps_kl_warmup=n_steps_kl_warmup,
+            n_epochs_kl_warmup=n_epochs_kl_warmup,
+            check_finite=check_finite,
+            logs_kl_weight=use_kl_weight,
+        )
+        self.use_kl_weight = use_kl_weight
         self.loss_fn = Trace_ELBO() if loss_fn is None else loss_fn
         self.optim = optim
         self.optim_kwargs = dict(optim_kwargs or {})
-        _check_optim(optim)
-        self.n_steps_kl_warmup = n_steps_kl_warmup
-        self.n_epochs_kl_warmup = n_epochs_kl_warmup
-        if scale_elbo <= 0:
-            raise ValueError(f"scale_elbo must be positive, got {scale_elbo}.")
         self.scale_elbo = scale_elbo
-        self.check_finite = check_finite
-        self.use_kl_weight = _takes_kl_weight(pyro_module)
         self._differentiable = hasattr(self.loss_fn, "differentiable_loss")
         # Steps call optimizer.step() themselves: Lightning's closure would backpropagate a
         # NaN loss before the finiteness check could stop it.
         self.automatic_optimization = False
         self._checked_parameters = False
-        self._sums: dict[str, torch.Tensor | float] = {}
-        self._n_obs: dict[str, int] = {}
 
-    @property
-    def kl_weight(self) -> float:
-        """KL weight at the current epoch and global step."""
-        return compute_kl_weight(
-            self.current_epoch, self.global_step, self.n_epochs_kl_warmup, self.n_steps_kl_warmup
-        )
-
-    def _fn_args(self, batch: Tensors) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args, kwargs = self.module._get_fn_args_from_batch(batch)
+    def _fn_args(self, batch: Tensors, kl_weight: float) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = self.module.get_fn_args(batch)
         if self.use_kl_weight:
-            kwargs = {**kwargs, "kl_weight": self.kl_weight}
+            kwargs = {**kwargs, "kl_weight": kl_weight}
         return args, kwargs
 
     def _model_and_guide(self) -> tuple[Any, Any]:
@@ -120,19 +111,19 @@ class PyroTrainingPlan(pl.LightningModule):
 
     def training_step(self, batch: Tensors, batch_idx: int) -> None:
         """One SVI step on a training minibatch, refused if its loss is not finite."""
-        args, kwargs = self._fn_args(batch)
+        args, kwargs = self._fn_args(batch, self.step_kl_weight())
         optimizer = self.optimizers()
         optimizer.zero_grad()
         model, guide = self._model_and_guide()
         with private_param_store():
             if self._differentiable:
                 loss = self.loss_fn.differentiable_loss(model, guide, *args, **kwargs)
-                self._raise_if_not_finite(loss)
+                self.raise_if_not_finite(loss, lambda: ["elbo"])
                 self.manual_backward(loss)
             else:
                 # Gradients are computed here, but applied only after the check below.
                 loss = torch.as_tensor(self.loss_fn.loss_and_grads(model, guide, *args, **kwargs))
-                self._raise_if_not_finite(loss)
+                self.raise_if_not_finite(loss, lambda: ["elbo"])
             if not self._checked_parameters:
                 self._check_parameters(optimizer)
         optimizer.step()
@@ -140,7 +131,7 @@ class PyroTrainingPlan(pl.LightningModule):
 
     def validation_step(self, batch: Tensors, batch_idx: int) -> None:
         """Add a validation minibatch's loss to the epoch sums."""
-        args, kwargs = self._fn_args(batch)
+        args, kwargs = self._fn_args(batch, self.kl_weight)
         model, guide = self._model_and_guide()
         with private_param_store():
             if self._differentiable:
@@ -148,10 +139,6 @@ class PyroTrainingPlan(pl.LightningModule):
             else:
                 loss = torch.as_tensor(self.loss_fn.loss(model, guide, *args, **kwargs))
         self._accumulate("validation", loss, batch)
-
-    def _raise_if_not_finite(self, loss: torch.Tensor) -> None:
-        if self.check_finite and not torch.isfinite(loss):
-            raise NonFiniteLossError(self.global_step, self.current_epoch, ["elbo"])
 
     def _check_parameters(self, optimizer: Any) -> None:
         """Fail on parameters the optimizer would never update (checked on the first step)."""
@@ -184,42 +171,11 @@ class PyroTrainingPlan(pl.LightningModule):
         self._checked_parameters = True
 
     def _accumulate(self, split: str, loss: torch.Tensor, batch: Tensors) -> None:
-        # Kept on the device: read once per epoch, not once per step.
-        self._sums[split] = self._sums.get(split, 0.0) + loss.detach() / self.scale_elbo
-        self._n_obs[split] = self._n_obs.get(split, 0) + _n_cells(batch)
+        # Unscaled, so the logged ELBO is the model's whatever ``scale_elbo`` is.
+        self.sums(split).update(_n_cells(batch), {"elbo": loss / self.scale_elbo})
 
-    def on_train_epoch_start(self) -> None:
-        """Start the training sums from zero."""
-        self._reset("train")
-
-    def on_validation_epoch_start(self) -> None:
-        """Start the validation sums from zero."""
-        self._reset("validation")
-
-    def _reset(self, split: str) -> None:
-        self._sums[split] = 0.0
-        self._n_obs[split] = 0
-
-    def on_train_epoch_end(self) -> None:
-        """Log ``elbo_train`` (and the KL weight when the module takes one)."""
-        self._log_elbo("train")
-        if self.use_kl_weight:
-            self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True, batch_size=1)
-
-    def on_validation_epoch_end(self) -> None:
-        """Log ``elbo_validation``."""
-        self._log_elbo("validation")
-
-    def _log_elbo(self, split: str) -> None:
-        if self._n_obs.get(split):
-            value = torch.as_tensor(self._sums[split]) / self._n_obs[split]
-            self.log(
-                f"elbo_{split}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=1
-            )
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """One torch optimizer over the module's trainable parameters."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
+    def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """One torch optimizer over ``params``, from ``optim`` and ``optim_kwargs``."""
         if isinstance(self.optim, PyroOptim):
             kwargs = {**self.optim.pt_optim_args, **self.optim_kwargs}
             return self.optim.pt_optim_constructor(params, **kwargs)
@@ -240,19 +196,6 @@ def _check_optim(optim: Any) -> None:
             "A pyro.optim optimizer needs a dict of arguments and no clip_args here: cellvi "
             "builds one torch optimizer over all parameters, with the same arguments for each."
         )
-
-
-def _takes_kl_weight(module: PyroBaseModuleClass) -> bool:
-    model_takes = "kl_weight" in inspect.signature(module.model).parameters
-    if not model_takes:
-        return False
-    guide_parameters = inspect.signature(module.guide).parameters.values()
-    if not any(p.name == "kl_weight" or p.kind is p.VAR_KEYWORD for p in guide_parameters):
-        raise TypeError(
-            f"{type(module).__name__}.model takes kl_weight but its guide does not; Pyro passes "
-            "the same arguments to both, so add kl_weight to the guide's signature."
-        )
-    return True
 
 
 def _n_cells(batch: Tensors) -> int:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-import lightning.pytorch as pl
 import torch
 
+from cellvi._checks import accepts_any_keyword, check_keywords, keyword_names
+from cellvi.train._base_plan import BasePlan
 from cellvi.train._epoch_sums import EpochElboSums
-from cellvi.train._errors import NonFiniteLossError
 from cellvi.train._has_validation import has_validation_data
-from cellvi.train._kl_weight import compute_kl_weight
 
 if TYPE_CHECKING:
     # Types only: importing cellvi.module would load every module implementation.
@@ -23,9 +21,11 @@ OptimizerCreator = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 
 _OPTIMIZERS = ("Adam", "AdamW", "Custom")
 _TERMS = ("reconstruction_loss", "kl_local", "kl_global")
+# Arguments of ``module.loss`` the plan itself passes.
+_LOSS_INPUTS = {"tensors", "inference_outputs", "generative_outputs", "kl_weight"}
 
 
-class TrainingPlan(pl.LightningModule):
+class TrainingPlan(BasePlan):
     """Train a module by minimising its loss, with KL warm-up and per-epoch ELBO metrics.
 
     Parameters
@@ -42,14 +42,9 @@ class TrainingPlan(pl.LightningModule):
         Weight decay of Adam/AdamW.
     eps
         ``eps`` of Adam/AdamW (large by default: it stabilises early VAE training).
-    n_steps_kl_warmup
-        Optimizer steps over which the KL weight rises; takes precedence over epochs.
-    n_epochs_kl_warmup
-        Epochs over which the KL weight rises (``None`` for both: constant ``max_kl_weight``).
-    max_kl_weight
-        KL weight after the warm-up.
-    min_kl_weight
-        KL weight at the start of the warm-up.
+    n_steps_kl_warmup, n_epochs_kl_warmup, max_kl_weight, min_kl_weight
+        The KL warm-up (see :class:`BasePlan`): by steps if given, else by epochs, from
+        ``min_kl_weight`` to ``max_kl_weight``.
     reduce_lr_on_plateau
         Multiply the learning rate by ``lr_factor`` when ``lr_scheduler_metric`` stalls.
     lr_factor
@@ -67,7 +62,8 @@ class TrainingPlan(pl.LightningModule):
         step, so the weights are never corrupted. It costs one scalar device-to-host readback
         per training step (free on CPU; on a GPU the host waits for the step's forward pass).
     **loss_kwargs
-        Passed to ``module.loss`` on every step.
+        Passed to ``module.loss`` on every step; a name that neither this plan nor
+        ``module.loss`` takes is refused here, listing the valid names.
 
     Notes
     -----
@@ -100,7 +96,6 @@ class TrainingPlan(pl.LightningModule):
         check_finite: bool = True,
         **loss_kwargs: Any,
     ) -> None:
-        super().__init__()
         if optimizer not in _OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {optimizer!r}; use one of {_OPTIMIZERS}.")
         if (optimizer == "Custom") != (optimizer_creator is not None):
@@ -108,49 +103,39 @@ class TrainingPlan(pl.LightningModule):
                 "optimizer='Custom' needs an optimizer_creator, and an optimizer_creator is "
                 f"only used with optimizer='Custom' (got optimizer={optimizer!r})."
             )
-        if min_kl_weight > max_kl_weight:
-            raise ValueError(
-                f"min_kl_weight ({min_kl_weight}) must not exceed max_kl_weight ({max_kl_weight})."
-            )
         if "kl_weight" in loss_kwargs:
             raise ValueError(
                 "kl_weight is set by the training plan; use max_kl_weight / min_kl_weight and "
                 "the warm-up arguments instead."
             )
-        self.module = module
+        loss_names = keyword_names(module.loss)
+        if not accepts_any_keyword(module.loss):
+            plan_names = keyword_names(TrainingPlan.__init__) - {"module"}
+            check_keywords(loss_kwargs, plan_names | (loss_names - _LOSS_INPUTS), "plan_kwargs")
+        loss_takes_kl_weight = "kl_weight" in loss_names
+        super().__init__(
+            module,
+            n_steps_kl_warmup=n_steps_kl_warmup,
+            n_epochs_kl_warmup=n_epochs_kl_warmup,
+            max_kl_weight=max_kl_weight,
+            min_kl_weight=min_kl_weight,
+            check_finite=check_finite,
+            logs_kl_weight=loss_takes_kl_weight,
+            sums=EpochElboSums,
+        )
+        self._loss_takes_kl_weight = loss_takes_kl_weight
         self.optimizer_name = optimizer
         self.optimizer_creator = optimizer_creator
         self.lr = lr
         self.weight_decay = weight_decay
         self.eps = eps
-        self.n_steps_kl_warmup = n_steps_kl_warmup
-        self.n_epochs_kl_warmup = n_epochs_kl_warmup
-        self.max_kl_weight = max_kl_weight
-        self.min_kl_weight = min_kl_weight
         self.reduce_lr_on_plateau = reduce_lr_on_plateau
         self.lr_factor = lr_factor
         self.lr_patience = lr_patience
         self.lr_threshold = lr_threshold
         self.lr_scheduler_metric = lr_scheduler_metric
         self.lr_min = lr_min
-        self.check_finite = check_finite
         self.loss_kwargs = loss_kwargs
-        self._loss_takes_kl_weight = "kl_weight" in inspect.signature(module.loss).parameters
-        self._train_sums = EpochElboSums()
-        self._validation_sums = EpochElboSums()
-        self._last_kl_weight = self.kl_weight
-
-    @property
-    def kl_weight(self) -> float:
-        """KL weight at the current epoch and global step."""
-        return compute_kl_weight(
-            self.current_epoch,
-            self.global_step,
-            self.n_epochs_kl_warmup,
-            self.n_steps_kl_warmup,
-            self.max_kl_weight,
-            self.min_kl_weight,
-        )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the module's forward pass."""
@@ -177,56 +162,26 @@ class TrainingPlan(pl.LightningModule):
 
     def training_step(self, batch: Tensors, batch_idx: int) -> torch.Tensor:
         """Compute the loss of a training minibatch and add its terms to the epoch sums."""
-        self._last_kl_weight = self.kl_weight
-        _, _, output = self.forward(batch, loss_kwargs=self._loss_kwargs(self._last_kl_weight))
-        if self.check_finite and not torch.isfinite(output.loss):
-            raise NonFiniteLossError(self.global_step, self.current_epoch, _non_finite(output))
-        self._train_sums.update(output)
+        _, _, output = self.forward(batch, loss_kwargs=self._loss_kwargs(self.step_kl_weight()))
+        self.raise_if_not_finite(output.loss, lambda: _non_finite(output))
+        self.sums("train").update_from(output)
         return output.loss
 
     def validation_step(self, batch: Tensors, batch_idx: int) -> None:
         """Add a validation minibatch's loss terms to the epoch sums (run without gradients)."""
         _, _, output = self.forward(batch, loss_kwargs=self._loss_kwargs(self.kl_weight))
-        self._validation_sums.update(output)
+        self.sums("validation").update_from(output)
 
-    def on_train_epoch_start(self) -> None:
-        """Start the epoch's training sums from zero."""
-        self._train_sums.reset()
-
-    def on_validation_epoch_start(self) -> None:
-        """Start the validation sums from zero."""
-        self._validation_sums.reset()
-
-    def on_train_epoch_end(self) -> None:
-        """Log the epoch's training metrics and the KL weight of its last step."""
-        self._log_epoch(self._train_sums, "train")
-        if self._loss_takes_kl_weight:
-            self.log("kl_weight", self._last_kl_weight, on_step=False, on_epoch=True, batch_size=1)
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the validation metrics."""
-        self._log_epoch(self._validation_sums, "validation")
-
-    def _log_epoch(self, sums: EpochElboSums, split: str) -> None:
-        for name, value in sums.compute().items():
-            metric = f"{split}_loss" if name == "loss" else f"{name}_{split}"
-            self.log(
-                metric, value, on_step=False, on_epoch=True, prog_bar=name == "elbo", batch_size=1
-            )
-
-    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
-        """Build the optimizer over trainable parameters, and the plateau scheduler if asked."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
+    def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """Adam or AdamW with this plan's settings, or the custom optimizer."""
         if self.optimizer_name == "Custom":
-            optimizer = self.optimizer_creator(params)
-        else:
-            optimizer = _adam(
-                self.optimizer_name,
-                params,
-                lr=self.lr,
-                eps=self.eps,
-                weight_decay=self.weight_decay,
-            )
+            return self.optimizer_creator(params)
+        return _adam(
+            self.optimizer_name, params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay
+        )
+
+    def with_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The optimizer, with the plateau scheduler when ``reduce_lr_on_plateau``."""
         if not self.reduce_lr_on_plateau:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

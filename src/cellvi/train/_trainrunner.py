@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger
 
+from cellvi._checks import check_keywords, keyword_names
 from cellvi.train._early_stopping import ValidatedEarlyStopping
 from cellvi.train._logger import HistoryLogger
 
@@ -19,8 +20,8 @@ class TrainRunner:
     Parameters
     ----------
     model
-        Object receiving the results (a cellvi model class; any object with settable
-        attributes).
+        The model receiving the results, through its ``training_state``
+        (:class:`TrainingState`).
     training_plan
         The LightningModule to fit, usually a :class:`TrainingPlan`.
     data_splitter
@@ -44,8 +45,9 @@ class TrainRunner:
     enable_progress_bar
         Show Lightning's progress bar.
     **trainer_kwargs
-        Further ``lightning.pytorch.Trainer`` arguments. Checkpointing, the model summary and
-        sanity validation steps are off unless given; extra ``callbacks`` and ``logger`` are kept
+        Further ``lightning.pytorch.Trainer`` arguments (a name the Trainer does not take is
+        refused here, listing the valid ones). Checkpointing, the model summary and sanity
+        validation steps are off unless given; extra ``callbacks`` and ``logger`` are kept
         beside the runner's own.
 
     Attributes
@@ -73,6 +75,7 @@ class TrainRunner:
         enable_progress_bar: bool = True,
         **trainer_kwargs: Any,
     ) -> None:
+        check_keywords(trainer_kwargs, _trainer_keywords(), "TrainRunner (Trainer arguments)")
         self.model = model
         self.training_plan = training_plan
         self.data_splitter = data_splitter
@@ -104,9 +107,10 @@ class TrainRunner:
         )
 
     def __call__(self) -> None:
-        """Fit, then set ``is_trained_``, the split indices, ``history_`` and ``trainer``.
+        """Fit, then record the fit in the model's ``training_state``.
 
-        The module is left in eval mode on the device where Lightning leaves it.
+        The module is left in eval mode on the device it trained on (Lightning itself moves
+        it back to the CPU at the end of a fit), so queries run where training ran.
         """
         # Queries and load leave the module in eval mode and Lightning keeps the mode it finds;
         # without this, a second fit would run without dropout and with frozen batch norm.
@@ -116,12 +120,10 @@ class TrainRunner:
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             self.trainer.fit(self.training_plan, self.data_splitter)
         self.training_plan.eval()
-        self.model.is_trained_ = True
-        self.model.train_indices = self.data_splitter.train_idx
-        self.model.validation_indices = self.data_splitter.val_idx
-        self.model.test_indices = self.data_splitter.test_idx
-        self.model.history_ = self.history_logger.history
-        self.model.trainer = self.trainer
+        self.training_plan.module.to(self.trainer.strategy.root_device)
+        self.model.training_state.record_fit(
+            self.trainer, self.data_splitter, self.history_logger.history
+        )
 
 
 def _user_loggers(logger: bool | Logger | Iterable[Logger] | None) -> list[Logger]:
@@ -131,3 +133,9 @@ def _user_loggers(logger: bool | Logger | Iterable[Logger] | None) -> list[Logge
     if isinstance(logger, Logger):
         return [logger]
     return list(logger)
+
+
+def _trainer_keywords() -> set[str]:
+    """The arguments ``lightning.pytorch.Trainer`` and the runner itself take."""
+    own = keyword_names(TrainRunner.__init__) - {"model", "training_plan", "data_splitter"}
+    return keyword_names(pl.Trainer.__init__) | own

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from rich.table import Table
 
 from cellvi.data.fields._base import to_json_scalars
@@ -73,3 +76,32 @@ def category_table(title: str, mappings: dict[str, list]) -> Table:
         for code, category in enumerate(mapping):
             table.add_row(source if code == 0 else "", str(category), str(code))
     return table
+
+
+class CategoricalEncoding:
+    """Registration of a field that stores category codes, from scratch or by transfer.
+
+    Registering draws the categories from the data; transferring encodes new data with the
+    categories of a source registration, so that each code keeps its meaning. A field
+    provides ``_categories(adata)``, ``_source_categories(state_registry)`` and
+    ``_encode(adata, categories, extend_categories)``, which writes the codes and returns the
+    state registry.
+    """
+
+    def register_field(self, adata: AnnData) -> dict[str, Any]:
+        """Register the field on ``adata`` with the categories found there."""
+        self.validate_field(adata)
+        return self._encode(adata, self._categories(adata), extend_categories=False)
+
+    def transfer_field(
+        self,
+        state_registry: dict[str, Any],
+        adata_target: AnnData,
+        extend_categories: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Encode ``adata_target`` with the source's categories (new ones added if allowed)."""
+        self.validate_field(adata_target)
+        return self._encode(
+            adata_target, self._source_categories(state_registry), extend_categories
+        )

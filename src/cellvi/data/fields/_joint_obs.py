@@ -10,12 +10,25 @@ from anndata import AnnData
 from rich.table import Table
 
 from cellvi.data.fields._base import BaseAnnDataField, internal_key, require_key
-from cellvi.data.fields._categorical import categories_of, category_table, encode_categories
+from cellvi.data.fields._categorical import (
+    CategoricalEncoding,
+    categories_of,
+    category_table,
+    encode_categories,
+)
 from cellvi.data.fields._checks import check_numeric_finite
 
 
 class _JointObsField(BaseAnnDataField):
-    """Shared handling of a list of obs columns stored together in ``obsm["_scvi_<key>"]``."""
+    """Shared handling of a list of obs columns stored together in ``obsm["_scvi_<key>"]``.
+
+    Parameters
+    ----------
+    registry_key
+        Key under which the (n_cells, n_keys) table reaches a module.
+    obs_keys
+        Columns of ``adata.obs``; None or [] registers nothing.
+    """
 
     attr_name = "obsm"
 
@@ -47,31 +60,18 @@ class _JointObsField(BaseAnnDataField):
         return {f"n_{self.registry_key}": len(self.obs_keys)}
 
 
-class CategoricalJointObsField(_JointObsField):
+class CategoricalJointObsField(CategoricalEncoding, _JointObsField):
     """Register several categorical obs columns (``categorical_covariate_keys``) as codes.
 
-    Parameters
-    ----------
-    registry_key
-        Key under which the (n_cells, n_keys) codes reach a module.
-    obs_keys
-        Columns of ``adata.obs``; None or [] registers nothing.
+    Takes ``registry_key`` and ``obs_keys`` (see ``_JointObsField``); a module receives the
+    (n_cells, n_keys) codes.
     """
 
-    def register_field(self, adata: AnnData) -> dict[str, Any]:
-        self.validate_field(adata)
-        mappings = {key: categories_of(adata.obs[key]) for key in self.obs_keys}
-        return self._encode(adata, mappings, extend_categories=False)
+    def _categories(self, adata: AnnData) -> dict[str, list]:
+        return {key: categories_of(adata.obs[key]) for key in self.obs_keys}
 
-    def transfer_field(
-        self,
-        state_registry: dict[str, Any],
-        adata_target: AnnData,
-        extend_categories: bool = False,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        self.validate_field(adata_target)
-        return self._encode(adata_target, state_registry["mappings"], extend_categories)
+    def _source_categories(self, state_registry: dict[str, Any]) -> dict[str, list]:
+        return state_registry["mappings"]
 
     def _encode(
         self, adata: AnnData, mappings: dict[str, list], extend_categories: bool
@@ -103,12 +103,8 @@ class CategoricalJointObsField(_JointObsField):
 class NumericalJointObsField(_JointObsField):
     """Register several numeric obs columns (``continuous_covariate_keys``) as one float table.
 
-    Parameters
-    ----------
-    registry_key
-        Key under which the (n_cells, n_keys) values reach a module.
-    obs_keys
-        Columns of ``adata.obs``; None or [] registers nothing.
+    Takes ``registry_key`` and ``obs_keys`` (see ``_JointObsField``); a module receives the
+    (n_cells, n_keys) values.
     """
 
     def validate_field(self, adata: AnnData) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from anndata import AnnData
 
-from cellvi.data._constants import REGISTRY_KEYS
+from cellvi._constants import REGISTRY_KEYS
 from cellvi.data.fields._base import BaseAnnDataField, FieldData, require_key
 from cellvi.data.fields._checks import check_count_data, check_numeric_finite
 

@@ -9,11 +9,16 @@ from anndata import AnnData
 from rich.table import Table
 
 from cellvi.data.fields._base import BaseAnnDataField, internal_key, require_key
-from cellvi.data.fields._categorical import categories_of, category_table, encode_categories
+from cellvi.data.fields._categorical import (
+    CategoricalEncoding,
+    categories_of,
+    category_table,
+    encode_categories,
+)
 from cellvi.data.fields._checks import check_numeric_finite
 
 
-class CategoricalObsField(BaseAnnDataField):
+class CategoricalObsField(CategoricalEncoding, BaseAnnDataField):
     """Register an obs column of categories as integer codes in ``obs["_scvi_<registry_key>"]``.
 
     With ``obs_key=None`` the field is still registered, as a single category (every cell
@@ -46,33 +51,19 @@ class CategoricalObsField(BaseAnnDataField):
         if self.obs_key is not None:
             require_key(adata, "obs", self.obs_key, f"{self.registry_key}_key")
 
-    def register_field(self, adata: AnnData) -> dict[str, Any]:
-        self.validate_field(adata)
-        if self.obs_key is None:
-            return self._write_codes(adata, np.zeros(adata.n_obs, dtype=np.int8), [0])
-        mapping = categories_of(adata.obs[self.obs_key])
-        codes, mapping = encode_categories(adata.obs[self.obs_key], mapping, self._where())
-        return self._write_codes(adata, codes, mapping)
+    def _categories(self, adata: AnnData) -> list:
+        return [0] if self.obs_key is None else categories_of(adata.obs[self.obs_key])
 
-    def transfer_field(
-        self,
-        state_registry: dict[str, Any],
-        adata_target: AnnData,
-        extend_categories: bool = False,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        if self.obs_key is None:
-            return self.register_field(adata_target)
-        self.validate_field(adata_target)
-        codes, mapping = encode_categories(
-            adata_target.obs[self.obs_key],
-            state_registry["categorical_mapping"],
-            self._where(),
-            extend_categories=extend_categories,
-        )
-        return self._write_codes(adata_target, codes, mapping)
+    def _source_categories(self, state_registry: dict[str, Any]) -> list:
+        return state_registry["categorical_mapping"]
 
-    def _write_codes(self, adata: AnnData, codes: np.ndarray, mapping: list) -> dict[str, Any]:
+    def _encode(self, adata: AnnData, mapping: list, extend_categories: bool) -> dict[str, Any]:
+        if self.obs_key is None:
+            codes, mapping = np.zeros(adata.n_obs, dtype=np.int8), [0]
+        else:
+            codes, mapping = encode_categories(
+                adata.obs[self.obs_key], mapping, self._where(), extend_categories
+            )
         adata.obs[self._codes_key] = codes
         return {"categorical_mapping": mapping, "original_key": self.obs_key}
 

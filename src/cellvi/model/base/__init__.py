@@ -2,9 +2,13 @@
 
 from cellvi.model.base._base_model import BaseModelClass
 from cellvi.model.base._files import ModelFileError
-from cellvi.model.base._pyro_mixins import PyroSampleMixin, PyroSviTrainMixin
+from cellvi.model.base._pyro_mixins import PyroSampleMixin
 from cellvi.model.base._queries import posterior_query
-from cellvi.model.base._training_mixin import UnsupervisedTrainingMixin
+from cellvi.model.base._training_mixin import (
+    PyroSviTrainMixin,
+    TrainingMixin,
+    UnsupervisedTrainingMixin,
+)
 from cellvi.model.base._vae_mixin import VAEMixin
 
 __all__ = [
@@ -12,6 +16,7 @@ __all__ = [
     "ModelFileError",
     "PyroSampleMixin",
     "PyroSviTrainMixin",
+    "TrainingMixin",
     "UnsupervisedTrainingMixin",
     "VAEMixin",
     "posterior_query",

@@ -10,16 +10,31 @@ from typing import Any
 from uuid import uuid4
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 
-from cellvi.data import AnnDataManager, ManagerStoreMixin, SummaryStats
+from cellvi.data import AnnDataManager, SummaryStats
 from cellvi.dataloaders import AnnDataLoader
+from cellvi.model.base._manager_store import ManagerStoreMixin
 from cellvi.model.base._persistence import PersistenceMixin
 from cellvi.module.base import BaseModuleClass
+from cellvi.train import TrainingState
 
 logger = logging.getLogger("cellvi")
+
+
+class _StateField:
+    """A model attribute kept on the model's :class:`TrainingState` (under another name)."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = doc
+
+    def __get__(self, model: BaseModelClass | None, owner: type) -> Any:
+        return self if model is None else getattr(model.training_state, self.name)
+
+    def __set__(self, model: BaseModelClass, value: Any) -> None:
+        setattr(model.training_state, self.name, value)
 
 
 class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
@@ -37,6 +52,15 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
 
     module: BaseModuleClass
 
+    is_trained_ = _StateField("is_trained", "Whether the model has been trained.")
+    is_trained = _StateField("is_trained", "Whether the model has been trained.")
+    history_ = _StateField("history", "Training metrics, one DataFrame per metric (by epoch).")
+    history = _StateField("history", "Training metrics, one DataFrame per metric (by epoch).")
+    train_indices = _StateField("train_indices", "Cells the last fit trained on.")
+    validation_indices = _StateField("validation_indices", "Cells the last fit validated on.")
+    test_indices = _StateField("test_indices", "Cells the last fit held out for testing.")
+    trainer = _StateField("trainer", "The Lightning trainer of the last fit.")
+
     def __init__(self, adata: AnnData | None = None) -> None:
         self.id = str(uuid4())
         self._adata: AnnData | None = None
@@ -49,12 +73,8 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
             self._adata_manager = manager
             self._register_manager_for_instance(manager)
             self.summary_stats = manager.summary_stats
-        self.is_trained_ = False
+        self.training_state = TrainingState()
         self.init_params_: dict[str, Any] = {}
-        self.history_: dict[str, pd.DataFrame] | None = None
-        self.train_indices: np.ndarray | None = None
-        self.validation_indices: np.ndarray | None = None
-        self.test_indices: np.ndarray | None = None
         self._model_summary_string = ""
 
     # Data ----------------------------------------------------------------------------------
@@ -114,6 +134,11 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
             manager, indices=indices, batch_size=batch_size, shuffle=shuffle, **loader_kwargs
         )
 
+    def _example_batch(self, n_cells: int = 128) -> dict[str, torch.Tensor]:
+        """The first minibatch of the model's AnnData, as its module receives minibatches."""
+        indices = np.arange(min(n_cells, self.adata.n_obs))
+        return next(iter(self._make_dataloader(indices=indices, batch_size=n_cells)))
+
     def _check_if_trained(self) -> None:
         if not self.is_trained_:
             raise RuntimeError(
@@ -152,18 +177,8 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         return self.module.device
 
     def to_device(self, device: str | int | torch.device) -> None:
-        """Move the module to ``device`` (e.g. "cpu", "cuda:0", 0)."""
+        """Move the module to ``device`` (e.g. "cpu", "cuda:0", 0); queries then run there."""
         self.module.to(torch.device(f"cuda:{device}") if isinstance(device, int) else device)
-
-    @property
-    def is_trained(self) -> bool:
-        """Whether the model has been trained."""
-        return self.is_trained_
-
-    @property
-    def history(self) -> dict[str, pd.DataFrame] | None:
-        """Training metrics, one DataFrame per metric indexed by epoch."""
-        return self.history_
 
     def view_anndata_setup(
         self, adata: AnnData | None = None, hide_state_registries: bool = False

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anndata
-import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 
@@ -22,6 +20,7 @@ from cellvi.model.base._files import (
     read_model_files,
     write_model_files,
 )
+from cellvi.train import TrainingState
 
 logger = logging.getLogger("cellvi")
 Model = TypeVar("Model", bound="PersistenceMixin")
@@ -60,7 +59,7 @@ class PersistenceMixin:
             "model_class": type(self).__name__,
             "init_params": _json_checked(self.init_params_, "init parameter"),
             "registry": _json_checked(self.adata_manager.registry, "registry entry"),
-            "attributes": self._saved_attributes(),
+            "attributes": self.training_state.to_json(),
         }
         write_adata = None
         if save_anndata:
@@ -76,21 +75,6 @@ class PersistenceMixin:
             overwrite=overwrite,
             write_adata=write_adata,
         )
-
-    def _saved_attributes(self) -> dict[str, Any]:
-        history = None
-        if self.history_ is not None:
-            history = {
-                name: {"index": frame.index.tolist(), "values": frame.iloc[:, 0].tolist()}
-                for name, frame in self.history_.items()
-            }
-        return {
-            "is_trained_": bool(self.is_trained_),
-            "train_indices": _as_list(self.train_indices),
-            "validation_indices": _as_list(self.validation_indices),
-            "test_indices": _as_list(self.test_indices),
-            "history_": history,
-        }
 
     @classmethod
     def load(
@@ -130,8 +114,7 @@ class PersistenceMixin:
         cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
         model = cls(adata, **description["init_params"])
         # A module may need to create lazily built parameters before the saved ones fit.
-        if hasattr(model.module, "on_load"):
-            model.module.on_load(model)
+        model.module.on_load(weights, registry, model._example_batch())
         try:
             model.module.load_state_dict(weights, strict=True)
         except RuntimeError as error:
@@ -139,31 +122,10 @@ class PersistenceMixin:
                 f"The weights in {paths.weights} do not fit a {cls.__name__} built with the saved "
                 f"parameters: {error}"
             ) from error
-        model._restore_attributes(description["attributes"])
-        model.module.to(_resolve_device(accelerator, device))
+        model.training_state = TrainingState.from_json(description["attributes"])
+        model.to_device(resolve_device(accelerator, device))
         model.module.eval()
         return model
-
-    def _restore_attributes(self, attributes: dict[str, Any]) -> None:
-        self.is_trained_ = bool(attributes.get("is_trained_", False))
-        for name in ("train_indices", "validation_indices", "test_indices"):
-            values = attributes.get(name)
-            setattr(self, name, None if values is None else np.asarray(values, dtype=np.int64))
-        history = attributes.get("history_")
-        self.history_ = (
-            None
-            if history is None
-            else {
-                name: pd.DataFrame(
-                    {name: entry["values"]}, index=pd.Index(entry["index"], name="epoch")
-                )
-                for name, entry in history.items()
-            }
-        )
-
-
-def _as_list(values: np.ndarray | None) -> list[int] | None:
-    return None if values is None else np.asarray(values).astype(np.int64).tolist()
 
 
 def _json_checked(value: dict[str, Any], what: str) -> dict[str, Any]:
@@ -179,7 +141,12 @@ def _json_checked(value: dict[str, Any], what: str) -> dict[str, Any]:
     return value
 
 
-def _resolve_device(accelerator: str, device: int | str) -> torch.device:
+def resolve_device(accelerator: str, device: int | str) -> torch.device:
+    """The torch device that ``accelerator`` and ``device`` name, as Lightning would pick it.
+
+    ``"auto"`` means the first CUDA device when there is one, else the CPU: the same choice
+    ``train(accelerator="auto")`` makes, so a loaded model lives where a fresh fit would.
+    """
     if accelerator == "cpu":
         return torch.device("cpu")
     if accelerator not in ("auto", "gpu", "cuda"):

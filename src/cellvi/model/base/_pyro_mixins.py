@@ -1,4 +1,4 @@
-"""Mixins of Pyro-backed models: SVI training and posterior sampling summaries."""
+"""``PyroSampleMixin``: summaries of posterior draws of a Pyro-backed model."""
 
 from __future__ import annotations
 
@@ -11,89 +11,13 @@ import pyro
 import torch
 from anndata import AnnData
 
-from cellvi.dataloaders import DataSplitter
 from cellvi.model.base._queries import posterior_query
-from cellvi.model.base._training_mixin import run_training
 from cellvi.module.base._pyro_module import private_param_store
-from cellvi.train import PyroTrainingPlan, TrainRunner
 
 logger = logging.getLogger("cellvi")
 
 SummaryFun = Callable[[np.ndarray], np.ndarray]
 Samples = dict[str, list[np.ndarray]]
-
-
-class PyroSviTrainMixin:
-    """Add ``train`` to a model whose module is a ``PyroBaseModuleClass``.
-
-    A model class may swap the pieces through ``_data_splitter_cls``, ``_training_plan_cls``
-    and ``_train_runner_cls``.
-    """
-
-    _data_splitter_cls = DataSplitter
-    _training_plan_cls = PyroTrainingPlan
-    _train_runner_cls = TrainRunner
-
-    def train(
-        self,
-        max_epochs: int | None = None,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        train_size: float = 0.9,
-        validation_size: float | None = None,
-        shuffle_set_split: bool = True,
-        batch_size: int = 128,
-        early_stopping: bool = False,
-        lr: float | None = None,
-        datasplitter_kwargs: dict[str, Any] | None = None,
-        plan_kwargs: dict[str, Any] | None = None,
-        **trainer_kwargs: Any,
-    ) -> None:
-        """Train the module by stochastic variational inference.
-
-        Parameters
-        ----------
-        max_epochs
-            Passes through the training data; default ``min(round(20_000 / n_cells * 400), 400)``.
-        accelerator, devices
-            Where to train (Lightning's names; "auto" picks a GPU when there is one).
-        train_size, validation_size
-            Fractions of cells for training and validation; the rest is the test set.
-        shuffle_set_split
-            Shuffle cells before splitting (else the split follows the cell order).
-        batch_size
-            Minibatch size.
-        early_stopping
-            Stop when ``elbo_validation`` stops improving (see ``early_stopping_*`` trainer
-            kwargs).
-        lr
-            Learning rate; overrides the one in ``plan_kwargs``.
-        datasplitter_kwargs
-            More ``DataSplitter`` arguments, e.g. ``external_indexing=[train, valid, test]``.
-        plan_kwargs
-            ``PyroTrainingPlan`` arguments (loss_fn, optim, optim_kwargs, warm-up, ...).
-        **trainer_kwargs
-            Lightning ``Trainer`` and ``TrainRunner`` arguments.
-        """
-        plan_kwargs = dict(plan_kwargs or {})
-        if lr is not None:
-            plan_kwargs["optim_kwargs"] = {**(plan_kwargs.get("optim_kwargs") or {}), "lr": lr}
-        run_training(
-            self,
-            max_epochs,
-            splitter_kwargs={
-                "train_size": train_size,
-                "validation_size": validation_size,
-                "shuffle_set_split": shuffle_set_split,
-                "batch_size": batch_size,
-                **(datasplitter_kwargs or {}),
-            },
-            plan_kwargs=plan_kwargs,
-            accelerator=accelerator,
-            devices=devices,
-            early_stopping=early_stopping,
-            **trainer_kwargs,
-        )
 
 
 def _default_summaries() -> dict[str, SummaryFun]:
@@ -190,9 +114,7 @@ def _draw(
     plate: dict[str, Any],
 ) -> dict[str, tuple[np.ndarray, int | None]]:
     """Posterior draws of one minibatch: ``{site: (draws stacked on axis 0, plate axis)}``."""
-    device = module.device
-    tensors = {key: value.to(device) for key, value in tensors.items()}
-    args, kwargs = module._get_fn_args_from_batch(tensors)
+    args, kwargs = module.get_fn_args(tensors)
     draws: dict[str, list[torch.Tensor]] = {}
     axes: dict[str, int | None] = {}
     with private_param_store():

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from cellvi._checks import accepts_any_keyword, check_keywords
 from cellvi.dataloaders import DataSplitter
-from cellvi.train import TrainingPlan, TrainRunner, default_max_epochs
+from cellvi.train import PyroTrainingPlan, TrainingPlan, TrainRunner, default_max_epochs
 
 
-class UnsupervisedTrainingMixin:
-    """Add ``train``: split the data, build a training plan, and run Lightning.
+class TrainingMixin:
+    """``train``: split the data, build a training plan, and fit it with Lightning.
 
-    A model class may swap the pieces through ``_data_splitter_cls``, ``_training_plan_cls``
-    and ``_train_runner_cls``.
+    The pieces are class attributes a model may swap: ``_data_splitter_cls``,
+    ``_training_plan_cls`` and ``_train_runner_cls``. :class:`UnsupervisedTrainingMixin`
+    (torch modules) and :class:`PyroSviTrainMixin` (Pyro modules) differ only in the plan and
+    in where ``lr`` goes.
     """
 
     _data_splitter_cls = DataSplitter
-    _training_plan_cls = TrainingPlan
+    _training_plan_cls: type = TrainingPlan
     _train_runner_cls = TrainRunner
 
     def train(
@@ -31,6 +35,7 @@ class UnsupervisedTrainingMixin:
         batch_size: int = 128,
         early_stopping: bool = False,
         device_resident: bool | str = "auto",
+        lr: float | None = None,
         datasplitter_kwargs: dict[str, Any] | None = None,
         plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
@@ -58,14 +63,23 @@ class UnsupervisedTrainingMixin:
             Hold the registered data on the training device and gather minibatches there;
             ``"auto"`` does when they fit (see ``DataSplitter``), ``False`` copies each
             minibatch from the host.
+        lr
+            Learning rate; overrides the one in ``plan_kwargs``.
         datasplitter_kwargs
             More ``DataSplitter`` arguments, e.g. ``external_indexing=[train, valid, test]``.
         plan_kwargs
-            ``TrainingPlan`` arguments (lr, weight_decay, n_epochs_kl_warmup, ...).
+            Training plan arguments (``TrainingPlan``: lr, weight_decay, n_epochs_kl_warmup,
+            ...; ``PyroTrainingPlan``: loss_fn, optim, optim_kwargs, ...).
         **trainer_kwargs
             Lightning ``Trainer`` and ``TrainRunner`` arguments.
+
+        Every option is checked before training starts: a name that the splitter, the plan or
+        the trainer does not take fails at once, listing the valid names.
         """
-        return run_training(
+        plan_kwargs = dict(plan_kwargs or {})
+        if lr is not None:
+            plan_kwargs = self._with_learning_rate(plan_kwargs, lr)
+        run_training(
             self,
             max_epochs,
             splitter_kwargs={
@@ -77,12 +91,34 @@ class UnsupervisedTrainingMixin:
                 "device_resident": device_resident,
                 **(datasplitter_kwargs or {}),
             },
-            plan_kwargs=plan_kwargs or {},
+            plan_kwargs=plan_kwargs,
             accelerator=accelerator,
             devices=devices,
             early_stopping=early_stopping,
             **trainer_kwargs,
         )
+
+    def _with_learning_rate(self, plan_kwargs: dict[str, Any], lr: float) -> dict[str, Any]:
+        """``plan_kwargs`` with the learning rate set where the plan reads it."""
+        return {**plan_kwargs, "lr": lr}
+
+
+class UnsupervisedTrainingMixin(TrainingMixin):
+    """Add ``train`` to a model whose module is a ``BaseModuleClass`` (``TrainingPlan``)."""
+
+
+class PyroSviTrainMixin(TrainingMixin):
+    """Add ``train`` to a model whose module is a ``PyroBaseModuleClass``.
+
+    Training is stochastic variational inference by :class:`PyroTrainingPlan`; ``lr`` goes to
+    its optimizer's arguments.
+    """
+
+    _training_plan_cls = PyroTrainingPlan
+
+    def _with_learning_rate(self, plan_kwargs: dict[str, Any], lr: float) -> dict[str, Any]:
+        optim_kwargs = {**(plan_kwargs.get("optim_kwargs") or {}), "lr": lr}
+        return {**plan_kwargs, "optim_kwargs": optim_kwargs}
 
 
 def run_training(
@@ -97,6 +133,11 @@ def run_training(
     The pieces are the model class's ``_data_splitter_cls``, ``_training_plan_cls`` and
     ``_train_runner_cls``.
     """
+    plan_cls = model._training_plan_cls
+    if not accepts_any_keyword(plan_cls.__init__):
+        # Plans that take **kwargs check them themselves (TrainingPlan: against the loss).
+        named = list(inspect.signature(plan_cls.__init__).parameters)[2:]
+        check_keywords(plan_kwargs, named, "plan_kwargs")
     if max_epochs is None:
         max_epochs = default_max_epochs(model.adata.n_obs)
     # Another model's setup of the same AnnData may have rewritten the codes since this

@@ -15,7 +15,7 @@ from cellvi.model.base._queries import posterior_query
 class VAEMixin:
     """Add ELBO, marginal likelihood, reconstruction error and latent representation queries."""
 
-    @posterior_query
+    @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_elbo(
         self,
@@ -39,7 +39,7 @@ class VAEMixin:
         values = torch.cat(per_cell).numpy()
         return float(values.mean()) if return_mean else values
 
-    @posterior_query
+    @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_marginal_ll(
         self,
@@ -64,7 +64,7 @@ class VAEMixin:
         values = torch.cat(per_cell).numpy()
         return float(values.mean()) if return_mean else values
 
-    @posterior_query
+    @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_reconstruction_error(
         self,

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from cellvi.module.base._device import module_device
 from cellvi.module.base._loss_output import LossOutput
+from cellvi.module.base._module_base import ModuleBase
 
 Tensors = dict[str, torch.Tensor]
 
 
-class BaseModuleClass(torch.nn.Module, ABC):
+class BaseModuleClass(ModuleBase, ABC):
     """A probabilistic model as an inference step, a generative step and a loss.
 
     A subclass implements the five abstract methods below; ``forward`` then runs, for a
@@ -25,13 +25,19 @@ class BaseModuleClass(torch.nn.Module, ABC):
         generative_outputs = generative(**generative_inputs)
         loss(tensors, inference_outputs, generative_outputs, **loss_kwargs) -> LossOutput
 
-    Modules see tensors only; reading AnnData is the model class's job.
+    Modules see tensors only; reading AnnData is the model class's job. Each entry point
+    below moves its tensor arguments to the module's device first, in subclasses too (see
+    :mod:`cellvi.module.base._device`).
     """
 
-    @property
-    def device(self) -> torch.device:
-        """Device of the module's first parameter or buffer (CPU for a module without any)."""
-        return module_device(self)
+    _entry_points: ClassVar[tuple[str, ...]] = (
+        "forward",
+        "inference",
+        "generative",
+        "loss",
+        "sample",
+        "marginal_ll",
+    )
 
     @abstractmethod
     def _get_inference_input(self, tensors: Tensors, **kwargs: Any) -> dict[str, Any]:

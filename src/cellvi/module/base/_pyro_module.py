@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import pyro
 import torch
 from pyro.infer import Predictive
 
-from cellvi.module.base._device import module_device
-
-if TYPE_CHECKING:
-    from cellvi.model.base import BaseModelClass
+from cellvi._checks import accepts_keyword
+from cellvi.module.base._device import move_to_device
+from cellvi.module.base._module_base import ModuleBase
 
 Tensors = dict[str, torch.Tensor]
 
@@ -42,7 +42,7 @@ def _in_private_store(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class PyroBaseModuleClass(torch.nn.Module, ABC):
+class PyroBaseModuleClass(ModuleBase, ABC):
     """A probabilistic model written in Pyro: a ``model``, a ``guide`` and how to call them.
 
     A subclass creates all its parameters in ``__init__`` (as ``nn.Parameter``, submodules or
@@ -60,7 +60,12 @@ class PyroBaseModuleClass(torch.nn.Module, ABC):
 
     If ``model`` and ``guide`` both accept a ``kl_weight`` keyword, the training plan passes
     the current KL warm-up weight (e.g. for ``pyro.poutine.scale`` around latent sites).
+
+    ``model`` and ``guide`` move their tensor arguments to the module's device first (see
+    :mod:`cellvi.module.base._device`); :meth:`get_fn_args` does the same for a minibatch.
     """
+
+    _entry_points: ClassVar[tuple[str, ...]] = ("model", "guide")
 
     @staticmethod
     @abstractmethod
@@ -90,9 +95,20 @@ class PyroBaseModuleClass(torch.nn.Module, ABC):
         return {"name": "", "in": [], "sites": {}}
 
     @property
-    def device(self) -> torch.device:
-        """Device of the module's first parameter or buffer (CPU for a module without any)."""
-        return module_device(self)
+    def takes_kl_weight(self) -> bool:
+        """Whether ``model`` (and so ``guide``) takes the KL warm-up weight as ``kl_weight``."""
+        if "kl_weight" not in inspect.signature(self.model).parameters:
+            return False
+        if not accepts_keyword(self.guide, "kl_weight"):
+            raise TypeError(
+                f"{type(self).__name__}.model takes kl_weight but its guide does not; Pyro "
+                "passes the same arguments to both, so add kl_weight to the guide's signature."
+            )
+        return True
+
+    def get_fn_args(self, tensors: Tensors) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``_get_fn_args_from_batch`` of a minibatch moved to this module's device."""
+        return self._get_fn_args_from_batch(move_to_device(tensors, self.device))
 
     def create_predictive(
         self,
@@ -137,9 +153,20 @@ class PyroBaseModuleClass(torch.nn.Module, ABC):
             parallel=parallel,
         )
 
-    def on_load(self, model: BaseModelClass) -> None:
-        """Hook run by ``load`` before the saved weights are restored (here: nothing to do).
+    def on_load(
+        self, state_dict: Tensors, registry: dict[str, Any], example_batch: Tensors
+    ) -> None:
+        """Create the parameters ``state_dict`` holds that this module only makes when called.
 
-        A module whose parameters only appear on a first call (e.g. an AutoGuide) overrides
-        it to create them, so that the saved state dict fits.
+        An ``AutoGuide`` (or a ``PyroModule`` sized on first use) has no parameters until the
+        guide first runs. When the saved weights name parameters this fresh module lacks, the
+        guide is run once on ``example_batch``, without gradients and against a private
+        parameter store, so that those parameters exist before the weights are loaded.
         """
+        if not set(state_dict) - set(self.state_dict()):
+            return
+        args, kwargs = self.get_fn_args(example_batch)
+        if self.takes_kl_weight:
+            kwargs = {**kwargs, "kl_weight": 1.0}
+        with torch.no_grad(), private_param_store():
+            self.guide(*args, **kwargs)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellvi.data import REGISTRY_KEYS, AnnDataManager, ManagerStoreMixin
+from cellvi.data import REGISTRY_KEYS, AnnDataManager
 from cellvi.data._constants import MANAGER_UUID_KEY, SETUP_UUID_KEY
 from cellvi.data.fields import (
     CategoricalJointObsField,
@@ -20,6 +20,7 @@ from cellvi.data.fields import (
     NumericalJointObsField,
     NumericalObsField,
 )
+from cellvi.model.base._manager_store import ManagerStoreMixin
 
 
 class TinyModel(ManagerStoreMixin):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import weakref
 from typing import ClassVar
-from uuid import uuid4
 
 from anndata import AnnData
 
+from cellvi.data import AnnDataManager
 from cellvi.data._constants import SETUP_UUID_KEY
-from cellvi.data._manager import AnnDataManager
+from cellvi.data._identity import separate_copy
 
 logger = logging.getLogger("cellvi")
 
@@ -45,10 +45,7 @@ class ManagerStoreMixin:
         # Managers hold their AnnData weakly; forget those whose AnnData is gone.
         for uuid in [uuid for uuid, manager in store.items() if manager.adata is None]:
             del store[uuid]
-        held = store.get(adata_manager.adata_uuid)
-        if held is not None and held.adata is not adata:
-            # A copy of a registered AnnData carries the same UUID; give it its own.
-            adata.uns[SETUP_UUID_KEY] = str(uuid4())
+        separate_copy(adata, [store.get(adata_manager.adata_uuid)])
         store[adata_manager.adata_uuid] = adata_manager
 
     @classmethod
@@ -106,13 +103,10 @@ class ManagerStoreMixin:
         logger.info("Input AnnData not set up with cellvi; transferring the training setup.")
         manager = training_manager.transfer_fields(adata, **transfer_kwargs)
         uuid = manager.adata_uuid
-        holders = (
-            type(self)._setup_adata_manager_store.get(uuid),
-            self._instance_managers().get(uuid),
+        separate_copy(
+            adata,
+            [type(self)._setup_adata_manager_store.get(uuid), self._instance_managers().get(uuid)],
         )
-        if any(held is not None and held.adata is not adata for held in holders):
-            # A copy of data the stores know carries their UUID; give it its own.
-            adata.uns[SETUP_UUID_KEY] = str(uuid4())
         self._register_manager_for_instance(manager)
         return manager
 
