@@ -37,11 +37,20 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
     return target
 
 
-def _edit_json(directory: Path, edit) -> None:
+def _edit_json(directory: Path, edit, reseal: bool = True) -> None:
+    """Edit ``model.json``; ``reseal`` recomputes its own checksum, as a forger would."""
     path = directory / "model.json"
     description = json.loads(path.read_text())
     edit(description)
+    if reseal:
+        description = _files.seal(description)
     path.write_text(json.dumps(description))
+
+
+def _record_weights(directory: Path) -> None:
+    """Record the current weights' checksum in ``model.json`` (resealed)."""
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    _edit_json(directory, lambda d: d["files"].update({"model.safetensors": digest}))
 
 
 def _listing(directory: Path) -> list[str]:
@@ -174,14 +183,16 @@ def test_json_description(trained, saved):
     model, _ = trained
     description = json.loads((saved / "model.json").read_text())
     assert description["format"] == "cellvi-model"
-    assert isinstance(description["format_version"], int)
+    assert description["format_version"] == 2
     assert description["cellvi_version"] == cellvi.__version__
     assert description["model_class"] == "SCVI"
     assert description["init_params"] == model.init_params_
     assert description["registry"] == json.loads(json.dumps(model.adata_manager.registry))
     assert description["registry"]["setup_args"]["batch_key"] == "batch"
-    digest = hashlib.sha256((saved / "model.safetensors").read_bytes()).hexdigest()
-    assert description["weights_sha256"] == digest
+    for name in ("model.safetensors", "adata.h5ad"):
+        digest = hashlib.sha256((saved / name).read_bytes()).hexdigest()
+        assert description["files"][name] == digest  # every file of the model is covered
+    assert description["description_sha256"] == _files.seal(description)["description_sha256"]
     attributes = description["attributes"]
     assert attributes["is_trained_"] is True
     assert attributes["train_indices"] == model.train_indices.tolist()
@@ -257,8 +268,7 @@ def test_weights_of_the_wrong_shape_with_a_matching_checksum(saved, tmp_path):
     tensors = safetensors.torch.load_file(weights)
     tensors["px_r"] = torch.zeros(3, 7)
     safetensors.torch.save_file(tensors, weights)
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    _edit_json(directory, lambda d: d.update(weights_sha256=digest))
+    _record_weights(directory)
     with pytest.raises(ModelFileError, match="px_r"):
         SCVI.load(directory)
 
@@ -269,8 +279,7 @@ def test_missing_weight_tensor_with_a_matching_checksum(saved, tmp_path):
     tensors = safetensors.torch.load_file(weights)
     del tensors["px_r"]
     safetensors.torch.save_file(tensors, weights)
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    _edit_json(directory, lambda d: d.update(weights_sha256=digest))
+    _record_weights(directory)
     with pytest.raises(ModelFileError, match="px_r"):
         SCVI.load(directory)
 

@@ -13,6 +13,12 @@ def check_anndata(adata: AnnData) -> None:
     """Raise a clear error when ``adata`` cannot be registered as it is."""
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
+    if adata.isbacked:
+        raise ValueError(
+            "This AnnData is opened backed (read_h5ad(..., backed='r')); cellvi reads the "
+            "registered data into memory and does not train on backed data yet. Load it with "
+            "adata = adata.to_memory() (or read_h5ad without backed=)."
+        )
     if adata.is_view:
         raise ValueError(
             "This AnnData is a view (e.g. adata[mask]); registration writes codes to it, which "

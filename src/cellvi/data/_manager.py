@@ -161,26 +161,27 @@ class AnnDataManager:
         return new_manager
 
     def validate(self) -> None:
-        """Check the AnnData still fits, replaying the registration if it was overwritten.
+        """Check the AnnData still fits its registration, and refresh the codes it holds.
 
-        Another manager (another model's setup on the same AnnData) may have rewritten the
-        codes since; the manager UUID stamped on the AnnData tells, and the registration is then
-        replayed with this manager's own categories so the codes mean what this model learnt.
+        The user may have edited the AnnData in place since it was registered (genes subset or
+        reordered, categories relabelled), or another model's setup may have written its own
+        codes over it. Each field checks its data against the registry and rewrites what
+        cellvi stores (codes, covariate tables) from the current values with this manager's
+        categories, so codes always mean what the model learnt; anything the registry does not
+        know is an error, and the AnnData is then left as it was.
         """
         adata = self._require_adata()
         check_anndata(adata)
-        for field in self.fields:
-            field.validate_field(adata)
-        overwritten = adata.uns.get(MANAGER_UUID_KEY) != self.id
-        missing = any(not self._has_data(field) for field in self.fields if not field.is_empty)
-        if overwritten or missing:
+        if adata.uns.get(MANAGER_UUID_KEY) != self.id:
             logger.info("Replaying the registration of this AnnData for manager %s.", self.id)
-            self._write_fields(adata, self._registry, self._transfer_kwargs)
-
-    def _has_data(self, field: BaseAnnDataField) -> bool:
-        if field.attr_name == "X":
-            return self.adata.X is not None
-        return field.attr_key in getattr(self.adata, field.attr_name)
+        snapshot = RegistrationSnapshot.take(adata)
+        try:
+            for field in self.fields:
+                field.revalidate(adata, self.get_state_registry(field.registry_key))
+        except Exception:
+            snapshot.restore(adata)
+            raise
+        adata.uns[MANAGER_UUID_KEY] = self.id
 
     def _require_adata(self) -> AnnData:
         if self.adata is None:

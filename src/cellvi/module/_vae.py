@@ -239,21 +239,17 @@ class VAE(BaseModuleClass):
             ("library_log_means", library_log_means),
             ("library_log_vars", library_log_vars),
         ):
-            table = torch.as_tensor(np.asarray(values, dtype=np.float32))
-            if (
-                table.numel() != n_rows
-                or table.dim() > 2
-                or (table.dim() == 2 and table.shape[0] != 1)
-            ):
+            # Checked in numpy: the module may be built on a device without data ("meta").
+            table = np.asarray(values, dtype=np.float32)
+            if table.size != n_rows or table.ndim > 2 or (table.ndim == 2 and table.shape[0] != 1):
                 raise ValueError(
-                    f"{name} must have shape (1, n_batch) = (1, {n_rows}), "
-                    f"got {tuple(table.shape)}."
+                    f"{name} must have shape (1, n_batch) = (1, {n_rows}), got {table.shape}."
                 )
             tables.append(table.reshape(n_rows, 1))
-        if not torch.isfinite(tables[0]).all() or not (tables[1] > 0).all():
+        if not np.isfinite(tables[0]).all() or not (tables[1] > 0).all():
             raise ValueError("library_log_means must be finite and library_log_vars positive.")
-        self.register_buffer("library_log_means", tables[0])
-        self.register_buffer("library_log_vars", tables[1])
+        self.register_buffer("library_log_means", torch.as_tensor(tables[0]))
+        self.register_buffer("library_log_vars", torch.as_tensor(tables[1]))
 
     # The inference and generative inputs -------------------------------------------------
 

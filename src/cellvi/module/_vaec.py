@@ -250,17 +250,17 @@ def _label_weights(
     if ct_weight is None:
         return torch.ones(n_labels)
     if isinstance(ct_weight, Tensor):
-        weights = ct_weight.detach().to("cpu", torch.float32).reshape(-1)
-    else:
-        weights = torch.as_tensor(np.asarray(ct_weight, dtype=np.float32)).reshape(-1)
-    if weights.numel() != n_labels:
+        ct_weight = ct_weight.detach().cpu().numpy()
+    # Checked in numpy: the module may be built on a device without data ("meta").
+    weights = np.asarray(ct_weight, dtype=np.float32).reshape(-1)
+    if weights.size != n_labels:
         raise ValueError(
-            f"ct_weight has {weights.numel()} entries but there are n_labels={n_labels} labels; "
+            f"ct_weight has {weights.size} entries but there are n_labels={n_labels} labels; "
             "give one weight per label, in the order of the label codes."
         )
-    if not torch.isfinite(weights).all() or (weights < 0).any():
+    if not np.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("ct_weight must hold finite, non-negative weights.")
-    return weights
+    return torch.as_tensor(weights)
 
 
 def _dense(counts: Tensor) -> Tensor:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from cellvi._checks import check_positive_int
+
 from ._codes import as_code_vector
 from ._covariate_linear import CovariateLinear
 
@@ -73,6 +75,7 @@ class FCLayers(torch.nn.Module):
         activation_fn: type[torch.nn.Module] = torch.nn.ReLU,
     ) -> None:
         super().__init__()
+        check_positive_int("n_layers", n_layers)
         self.n_cat_list = tuple(int(n) for n in n_cat_list or ())
         self.n_cont = n_cont
         self._active = tuple(i for i, n in enumerate(self.n_cat_list) if n > 1)

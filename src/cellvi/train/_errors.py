@@ -24,7 +24,7 @@ class NonFiniteLossError(FloatingPointError):
         culprits = ", ".join(terms) if terms else "none of the ELBO terms (only the total loss)"
         super().__init__(
             f"Training loss is not finite at global step {step} (epoch {epoch}); "
-            f"non-finite terms: {culprits}. Training stopped before the optimizer step, so the "
-            "module keeps the weights of the previous step. Lower the learning rate, check the "
-            "data for NaN/Inf, or pass check_finite=False to skip this check."
+            f"non-finite terms: {culprits}. Training stopped before the optimizer step, and a "
+            "model's train() puts the model back as it was before the call. Lower the learning "
+            "rate, check the data for NaN/Inf, or pass check_finite=False to skip this check."
         )

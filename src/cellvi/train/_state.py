@@ -30,6 +30,8 @@ class TrainingState:
     trainer
         The Lightning trainer of the last fit (callbacks, optimizers, logged results); not
         saved with the model.
+    interrupted
+        Whether the last fit was stopped early by Ctrl+C (the model keeps what it learnt).
     """
 
     is_trained: bool = False
@@ -38,15 +40,18 @@ class TrainingState:
     validation_indices: np.ndarray | None = None
     test_indices: np.ndarray | None = None
     trainer: pl.Trainer | None = None
+    interrupted: bool = False
 
     def record_fit(
         self,
         trainer: pl.Trainer,
         data_splitter: pl.LightningDataModule,
         history: dict[str, pd.DataFrame],
+        interrupted: bool = False,
     ) -> None:
         """Record a completed fit: its trainer, its split and its logged history."""
         self.is_trained = True
+        self.interrupted = interrupted
         self.train_indices = _indices(getattr(data_splitter, "train_idx", None))
         self.validation_indices = _indices(getattr(data_splitter, "val_idx", None))
         self.test_indices = _indices(getattr(data_splitter, "test_idx", None))
@@ -67,6 +72,7 @@ class TrainingState:
             "validation_indices": _as_list(self.validation_indices),
             "test_indices": _as_list(self.test_indices),
             "history_": history,
+            "interrupted": bool(self.interrupted),
         }
 
     @classmethod
@@ -86,6 +92,7 @@ class TrainingState:
             train_indices=_indices(data.get("train_indices")),
             validation_indices=_indices(data.get("validation_indices")),
             test_indices=_indices(data.get("test_indices")),
+            interrupted=bool(data.get("interrupted", False)),
         )
 
 

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import Logger
 
 from cellvi._checks import check_keywords, keyword_names
 from cellvi.train._early_stopping import ValidatedEarlyStopping
+from cellvi.train._interrupt import StopOnInterrupt
 from cellvi.train._logger import HistoryLogger
 
 
@@ -80,7 +81,8 @@ class TrainRunner:
         self.training_plan = training_plan
         self.data_splitter = data_splitter
         self.history_logger = HistoryLogger()
-        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        self.interrupt = StopOnInterrupt()
+        callbacks = [self.interrupt, *(trainer_kwargs.pop("callbacks", None) or [])]
         if early_stopping:
             callbacks.append(
                 ValidatedEarlyStopping(
@@ -110,20 +112,41 @@ class TrainRunner:
         """Fit, then record the fit in the model's ``training_state``.
 
         The module is left in eval mode on the device it trained on (Lightning itself moves
-        it back to the CPU at the end of a fit), so queries run where training ran.
+        it back to the CPU at the end of a fit), so queries run where training ran. A first
+        Ctrl+C stops the fit after the step under way and keeps it (see
+        :class:`StopOnInterrupt`); a second one raises ``KeyboardInterrupt``.
         """
         # Queries and load leave the module in eval mode and Lightning keeps the mode it finds;
         # without this, a second fit would run without dropout and with frozen batch norm.
         self.training_plan.train()
-        with warnings.catch_warnings():
-            # cellvi's loaders slice in-memory arrays; worker processes would only add copies.
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            self.trainer.fit(self.training_plan, self.data_splitter)
+        try:
+            with warnings.catch_warnings(), self.interrupt.catching():
+                # cellvi's loaders slice in-memory arrays; worker processes would only add
+                # copies.
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                self.trainer.fit(self.training_plan, self.data_splitter)
+        except SystemExit as error:
+            # Lightning exits the process on a KeyboardInterrupt: the second Ctrl+C.
+            if self.interrupt.requested:
+                raise KeyboardInterrupt from error
+            raise
         self.training_plan.eval()
         self.training_plan.module.to(self.trainer.strategy.root_device)
         self.model.training_state.record_fit(
-            self.trainer, self.data_splitter, self.history_logger.history
+            self.trainer,
+            self.data_splitter,
+            self.history_logger.history,
+            interrupted=self.interrupt.requested,
         )
+        if self.interrupt.requested:
+            epoch, step = self.interrupt.stopped_at or (self.trainer.current_epoch, "?")
+            warnings.warn(
+                f"Training was stopped by Ctrl+C at epoch {epoch}, step {step}; the model "
+                "keeps the weights learnt so far and its history ends there "
+                "(model.training_state.interrupted is True).",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _user_loggers(logger: bool | Logger | Iterable[Logger] | None) -> list[Logger]:

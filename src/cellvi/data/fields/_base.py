@@ -55,6 +55,16 @@ class BaseAnnDataField(ABC):
     ) -> dict[str, Any]:
         """Register the field on ``adata_target`` following a source ``state_registry``."""
 
+    def revalidate(self, adata: AnnData, state_registry: dict[str, Any]) -> None:
+        """Check that ``adata`` still holds what was registered, and refresh what it wrote.
+
+        Called before every read of a registered AnnData, which the user may have edited in
+        place since. The default replays the registration from ``state_registry``, so codes
+        follow the current values and anything unseen at registration is an error; fields
+        whose replay would rescan all their values override it with a cheaper check.
+        """
+        self.transfer_field(state_registry, adata)
+
     @abstractmethod
     def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
         """Summary statistics (e.g. ``n_batch``) this field contributes."""
@@ -109,8 +119,3 @@ def require_key(adata: AnnData, attr_name: str, key: str, what: str) -> None:
             f"{what}: {key!r} is not a key of adata.{attr_name} (present: {shown or 'none'}). "
             f"Check the spelling or add it to adata.{attr_name} before setup_anndata."
         )
-
-
-def to_json_scalars(values: Any) -> list:
-    """Turn a sequence of categories into a list of plain Python scalars (JSON-safe)."""
-    return [v.item() if isinstance(v, np.generic) else v for v in values]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -9,24 +10,28 @@ import pandas as pd
 from anndata import AnnData
 from rich.table import Table
 
-from cellvi.data.fields._base import to_json_scalars
 
+def categories_of(values: pd.Series) -> list[str]:
+    """Categories of a column, by their string form, in order.
 
-def categories_of(values: pd.Series) -> list:
-    """Categories of a column: a categorical's declared order, else its sorted unique values."""
+    A categorical keeps its declared order; other columns are sorted by value (so dates are
+    chronological and numbers numeric), or kept in first-seen order when their values cannot
+    be compared. Categories are registered by their string form (``str``), whatever their
+    type: dates, numbers and booleans then encode the same way wherever they are read, and
+    the registry stays plain JSON.
+    """
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return to_json_scalars(values.cat.categories)
-    unique = pd.unique(values.dropna())
-    try:
-        unique = sorted(unique)
-    except TypeError:  # mixed types cannot be ordered; keep first-seen order
-        unique = list(unique)
-    return to_json_scalars(unique)
+        ordered = pd.Series(values.cat.categories)
+    else:
+        ordered = pd.Series(pd.unique(values.dropna()))
+        with contextlib.suppress(TypeError):  # mixed types cannot be ordered
+            ordered = ordered.sort_values(kind="stable")
+    return ordered.astype(str).tolist()
 
 
 def encode_categories(
     values: pd.Series, mapping: list, where: str, extend_categories: bool = False
-) -> tuple[np.ndarray, list]:
+) -> tuple[np.ndarray, list[str]]:
     """Encode ``values`` with the codes of ``mapping`` (matching by name, not position).
 
     Parameters
@@ -34,7 +39,8 @@ def encode_categories(
     values
         The column to encode.
     mapping
-        Known categories; category ``mapping[i]`` gets code ``i``.
+        Known categories; category ``mapping[i]`` gets code ``i``. Compared by string form
+        (registries written before categories were strings hold e.g. ints).
     where
         Readable location of the column, for error messages.
     extend_categories
@@ -50,10 +56,12 @@ def encode_categories(
             f"{where} has {n_missing} missing values; every cell needs a category. Fill them "
             "(e.g. with 'unknown') or drop those cells before setup."
         )
-    as_objects = pd.Series(values.to_numpy(dtype=object), index=values.index)
-    present = categories_of(as_objects)
+    mapping = [str(category) for category in mapping]
+    labels = values.astype(str).to_numpy(dtype=object)
+    # Only the categories cells hold count: a declared but unused one needs no code.
+    present = set(labels)
     known = set(mapping)
-    unseen = [category for category in present if category not in known]
+    unseen = [c for c in categories_of(values) if c in present and c not in known]
     if unseen:
         if not extend_categories:
             raise ValueError(
@@ -62,8 +70,8 @@ def encode_categories(
                 f"{' ...' if len(mapping) > 10 else ''}. Drop those cells, or pass "
                 "extend_categories=True to add them (the model has no trained weights for them)."
             )
-        mapping = list(mapping) + unseen
-    codes = pd.Categorical(as_objects, categories=pd.Index(mapping, dtype=object)).codes
+        mapping = mapping + unseen
+    codes = pd.Categorical(labels, categories=pd.Index(mapping, dtype=object)).codes
     return np.asarray(codes), mapping
 
 

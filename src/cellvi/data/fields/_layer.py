@@ -84,6 +84,26 @@ class LayerField(BaseAnnDataField):
             )
         return self.register_field(adata_target)
 
+    def revalidate(self, adata: AnnData, state_registry: dict[str, Any]) -> None:
+        """Check the genes are still the registered ones, in order (the counts are not rescanned).
+
+        A matrix subset or reordered in place would otherwise be read against weights that
+        belong to other genes.
+        """
+        if self._layer is not None:
+            require_key(adata, "layers", self._layer, f"layer for {self.registry_key!r}")
+        expected = state_registry["column_names"]
+        found = [str(name) for name in adata.var_names]
+        if found != expected:
+            changed = [i for i, (e, f) in enumerate(zip(expected, found, strict=False)) if e != f]
+            first = changed[0] if changed else min(len(expected), len(found))
+            raise ValueError(
+                f"The genes of this AnnData changed since it was registered: {len(found)} genes "
+                f"now, {len(expected)} registered, first difference at position {first}. The "
+                "model reads genes by position; restore the registered genes and order "
+                "(adata = adata[:, registered_var_names].copy()), or set the data up again."
+            )
+
     def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
         return {
             "n_cells": state_registry["n_cells"],

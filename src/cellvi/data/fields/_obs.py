@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 from rich.table import Table
 
+from cellvi._constants import REGISTRY_KEYS
 from cellvi.data.fields._base import BaseAnnDataField, internal_key, require_key
 from cellvi.data.fields._categorical import (
     CategoricalEncoding,
@@ -112,7 +113,15 @@ class NumericalObsField(BaseAnnDataField):
         if self.is_empty:
             return
         require_key(adata, "obs", self.obs_key, f"{self.registry_key}_key")
-        check_numeric_finite(adata.obs[self.obs_key].to_numpy(), f"adata.obs[{self.obs_key!r}]")
+        where = f"adata.obs[{self.obs_key!r}]"
+        values = adata.obs[self.obs_key].to_numpy()
+        check_numeric_finite(values, where)
+        if self.registry_key == REGISTRY_KEYS.SIZE_FACTOR_KEY and not (values > 0).all():
+            # The model scales expression by log(size factor): zero or less has no log.
+            raise ValueError(
+                f"{where} holds {int((values <= 0).sum())} size factors <= 0; size factors must "
+                "be positive. Filter out cells without counts, or recompute the factors."
+            )
 
     def register_field(self, adata: AnnData) -> dict[str, Any]:
         self.validate_field(adata)

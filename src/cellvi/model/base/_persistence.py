@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anndata
+import pandas as pd
 import torch
 from anndata import AnnData
 
@@ -17,6 +19,7 @@ from cellvi.model.base._files import (
     FORMAT_VERSION,
     ModelFileError,
     ModelPaths,
+    SavedModel,
     read_model_files,
     write_model_files,
 )
@@ -66,7 +69,8 @@ class PersistenceMixin:
             adata = self.adata
 
             def write_adata(path: Path) -> None:
-                adata.write_h5ad(path, **anndata_write_kwargs)
+                with _dates_as_strings(adata):
+                    adata.write_h5ad(path, **anndata_write_kwargs)
 
         write_model_files(
             ModelPaths(Path(dir_path), prefix or ""),
@@ -102,30 +106,71 @@ class PersistenceMixin:
             File-name prefix used at save time.
         """
         paths = ModelPaths(Path(dir_path), prefix or "")
-        description, weights = read_model_files(paths, cls.__name__)
-        if adata is None:
-            if not paths.adata.is_file():
-                raise ModelFileError(
-                    f"{paths.directory} holds no AnnData (saved without save_anndata=True); "
-                    "pass the data: load(dir_path, adata=adata)."
-                )
-            adata = anndata.read_h5ad(paths.adata)
-        registry = description["registry"]
+        saved = read_model_files(paths, cls.__name__, read_adata=adata is None)
+        adata = saved.adata if adata is None else adata
+        registry = saved.description["registry"]
         cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
-        model = cls(adata, **description["init_params"])
+        model = _build_checked(cls, adata, saved, paths)
         # A module may need to create lazily built parameters before the saved ones fit.
-        model.module.on_load(weights, registry, model._example_batch())
+        model.module.on_load(saved.weights, registry, model._example_batch())
         try:
-            model.module.load_state_dict(weights, strict=True)
+            model.module.load_state_dict(saved.weights, strict=True)
         except RuntimeError as error:
             raise ModelFileError(
                 f"The weights in {paths.weights} do not fit a {cls.__name__} built with the saved "
                 f"parameters: {error}"
             ) from error
-        model.training_state = TrainingState.from_json(description["attributes"])
+        model.training_state = TrainingState.from_json(saved.description["attributes"])
         model.to_device(resolve_device(accelerator, device))
         model.module.eval()
         return model
+
+
+def _build_checked(
+    cls: type[Model], adata: AnnData, saved: SavedModel, paths: ModelPaths
+) -> Model:
+    """Build the model from its saved init parameters, checked against the saved weights first.
+
+    A sketch of the model is built on PyTorch's ``meta`` device, which allocates nothing, and
+    the shapes it implies are compared with those of the saved tensors; only a model that
+    fits is then built for real. Parameters edited into absurd values therefore fail here,
+    before they can allocate memory, and every refusal is a :class:`ModelFileError`.
+    """
+    init_params = saved.description["init_params"]
+    try:
+        with torch.device("meta"):
+            sketch = cls(adata, **init_params)
+    except Exception:
+        # A module that reads tensor values while it builds cannot be sketched; it is then
+        # built for real, and checked just the same.
+        sketch = None
+    if sketch is not None:
+        _check_shapes(sketch.module, saved.weights, paths)
+    try:
+        model = cls(adata, **init_params)
+    except Exception as error:
+        raise ModelFileError(
+            f"The init parameters in {paths.description} cannot build a {cls.__name__} "
+            f"({type(error).__name__}: {error}); the file was edited or is corrupt."
+        ) from error
+    if sketch is None:
+        _check_shapes(model.module, saved.weights, paths)
+    return model
+
+
+def _check_shapes(
+    module: torch.nn.Module, weights: dict[str, torch.Tensor], paths: ModelPaths
+) -> None:
+    mismatched = [
+        f"{name}: {tuple(tensor.shape)} implied, {tuple(weights[name].shape)} saved"
+        for name, tensor in module.state_dict().items()
+        if name in weights and tuple(tensor.shape) != tuple(weights[name].shape)
+    ]
+    if mismatched:
+        raise ModelFileError(
+            f"The init parameters in {paths.description} do not fit the saved weights "
+            f"({'; '.join(mismatched[:5])}); one of the two files was edited or swapped."
+        )
 
 
 def _json_checked(value: dict[str, Any], what: str) -> dict[str, Any]:
@@ -156,3 +201,28 @@ def resolve_device(accelerator: str, device: int | str) -> torch.device:
             return torch.device("cpu")
         raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available.")
     return torch.device("cuda" if device == "auto" else f"cuda:{int(device)}")
+
+
+@contextlib.contextmanager
+def _dates_as_strings(adata: AnnData) -> Iterator[None]:
+    """Hold the date columns of ``obs`` and ``var`` as strings while the AnnData is written.
+
+    h5ad cannot store datetime columns. Categories are registered by their string form, so
+    the saved strings encode to the same codes when the model is loaded; the AnnData in
+    memory gets its columns back afterwards.
+    """
+    replaced = []
+    for frame in (adata.obs, adata.var):
+        for column in frame.columns:
+            values = frame[column]
+            dtype = values.dtype
+            if isinstance(dtype, pd.CategoricalDtype):
+                dtype = dtype.categories.dtype
+            if pd.api.types.is_datetime64_any_dtype(dtype):
+                replaced.append((frame, column, values))
+                frame[column] = values.astype(str)
+    try:
+        yield
+    finally:
+        for frame, column, values in replaced:
+            frame[column] = values

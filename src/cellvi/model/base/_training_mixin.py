@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
-from cellvi._checks import accepts_any_keyword, check_keywords
+from cellvi._checks import accepts_any_keyword, check_keywords, check_positive_int
 from cellvi.dataloaders import DataSplitter
 from cellvi.train import PyroTrainingPlan, TrainingPlan, TrainRunner, default_max_epochs
 
@@ -131,7 +132,9 @@ def run_training(
     """Split the data, build the training plan and run Lightning: what every ``train`` shares.
 
     The pieces are the model class's ``_data_splitter_cls``, ``_training_plan_cls`` and
-    ``_train_runner_cls``.
+    ``_train_runner_cls``. A fit that fails (a non-finite loss, an error, a second Ctrl+C)
+    leaves the model exactly as it was before this call: weights, buffers such as the batch
+    norm statistics, training state, mode and device.
     """
     plan_cls = model._training_plan_cls
     if not accepts_any_keyword(plan_cls.__init__):
@@ -140,6 +143,7 @@ def run_training(
         check_keywords(plan_kwargs, named, "plan_kwargs")
     if max_epochs is None:
         max_epochs = default_max_epochs(model.adata.n_obs)
+    check_positive_int("max_epochs", max_epochs)
     # Another model's setup of the same AnnData may have rewritten the codes since this
     # model's registration: replay it so training reads this model's codes.
     model._validate_anndata()
@@ -152,4 +156,30 @@ def run_training(
         max_epochs=max_epochs,
         **runner_kwargs,
     )
-    runner()
+    before = _ModelSnapshot(model)
+    try:
+        runner()
+    except BaseException:
+        before.restore(model)
+        raise
+
+
+class _ModelSnapshot:
+    """What a fit changes on a model, copied so a failed fit can be undone."""
+
+    def __init__(self, model: Any) -> None:
+        module = model.module
+        self.weights = {
+            name: value.detach().clone() for name, value in module.state_dict().items()
+        }
+        self.training = module.training
+        self.device = module.device
+        self.state = dataclasses.replace(model.training_state)
+
+    def restore(self, model: Any) -> None:
+        module = model.module
+        module.to(self.device)
+        # strict=False: a failed first fit may have created parameters lazily (a Pyro guide).
+        module.load_state_dict(self.weights, strict=False)
+        module.train(self.training)
+        model.training_state = self.state

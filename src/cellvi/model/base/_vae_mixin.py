@@ -9,6 +9,7 @@ import torch
 from anndata import AnnData
 from torch.distributions import Normal
 
+from cellvi._checks import check_positive_int
 from cellvi.model.base._queries import posterior_query
 
 
@@ -111,6 +112,7 @@ class VAEMixin:
         return_dist
             Return the posterior's ``(means, variances)`` instead.
         """
+        check_positive_int("mc_samples", mc_samples)
         latents, variances = [], []
         for tensors in self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size):
             inference_inputs = self.module._get_inference_input(tensors)
