@@ -1,5 +1,8 @@
 """Saving never loses work: a model directory is the old model or the new one, whole.
 
+``benchmarks/save_stress.py`` runs the same checks at scale (200 random kills, four
+processes for a minute).
+
 One test per case of the durability review (issue 16): user files beside a model, saves
 killed at every step and at random moments, failed saves into new folders, concurrent saves
 and loads, overwrites without the AnnData, flushing to disk, and tampered files.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +24,8 @@ import cellvi
 from cellvi.model import SCVI
 from cellvi.model.base import ModelFileError, _files
 
-from ._save_faults import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _save_faults import (  # noqa: E402
     identify,
     kill_after,
     marked_model,

@@ -1,7 +1,7 @@
 """Saves killed mid-way, in forked processes, and the checks a surviving directory must pass.
 
-Shared by the durability tests and ``benchmarks/save_stress.py``. A forked child inherits the
-imported libraries, so each killed save costs milliseconds instead of an interpreter start.
+Shared by ``tests/model/test_save_durability.py`` and ``save_stress.py``. A forked child
+inherits the imported libraries, so each killed save costs milliseconds, not an interpreter start.
 """
 
 from __future__ import annotations
