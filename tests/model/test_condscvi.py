@@ -14,7 +14,6 @@ from anndata import AnnData
 import cellvi
 from cellvi.model import CondSCVI
 from cellvi.model._condscvi import inverse_frequency_weights
-from cellvi.model._kmeans import kmeans
 
 from ._model_helpers import TRAIN_KW
 
@@ -148,17 +147,44 @@ def test_vamp_prior_with_more_components_than_cells(trained) -> None:
         model.get_vamp_prior(p=0)
 
 
-def test_kmeans_is_deterministic_and_finds_separated_groups() -> None:
+def test_vamp_prior_recovers_separated_subclusters_of_a_label(trained, monkeypatch) -> None:
+    model, adata = trained
+    # Posterior means in three far-apart sub-clusters of unequal sizes within each label.
     rng = np.random.default_rng(1)
-    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    points = np.concatenate([centre + rng.normal(size=(30, 2)) for centre in centres])
-    labels = kmeans(points, 3)
-    assert np.array_equal(labels, kmeans(points, 3))
-    for group in range(3):
-        assert len(set(labels[group * 30 : (group + 1) * 30])) == 1
-    assert len(set(labels)) == 3
-    with pytest.raises(ValueError, match="n_clusters"):
-        kmeans(points, 0)
+    centres = np.array([[0.0] * 5, [20.0] + [0.0] * 4, [0.0, 20.0, 0.0, 0.0, 0.0]])
+    sizes = {"type_0": (30, 50, 70), "type_1": (100, 25, 25), "type_2": (10, 40, 50)}
+    means = np.empty((adata.n_obs, 5), dtype=np.float32)
+    labels = adata.obs["cell_type"].to_numpy()
+    for label, counts in sizes.items():
+        rows = np.flatnonzero(labels == label)
+        points = np.repeat(centres, counts, axis=0) + rng.normal(scale=0.1, size=(len(rows), 5))
+        means[rows] = points
+    variances = np.full_like(means, 0.5)
+    monkeypatch.setattr(
+        model,
+        "get_latent_representation",
+        lambda adata=None, return_dist=False: (means, variances),
+    )
+    prior = model.get_vamp_prior(p=3)
+    for code, counts in enumerate(sizes.values()):
+        # Components in cluster-index order: match them to the centres by their position.
+        order = np.argsort(prior["mean_vprior"][code] @ np.array([1.0, 2.0, 0, 0, 0]))
+        np.testing.assert_allclose(prior["mean_vprior"][code][order], centres, atol=0.1)
+        np.testing.assert_allclose(
+            prior["weights_vprior"][code][order], np.array(counts) / sum(counts)
+        )
+        # Mean posterior variance plus the small spread of the sub-cluster's means.
+        np.testing.assert_allclose(prior["var_vprior"][code], 0.51, atol=0.02)
+
+
+def test_vamp_prior_does_not_depend_on_the_global_random_state(trained) -> None:
+    model, _ = trained
+    np.random.seed(1)
+    first = model.get_vamp_prior(p=6)
+    np.random.seed(2)
+    second = model.get_vamp_prior(p=6)
+    for key, values in first.items():
+        np.testing.assert_array_equal(values, second[key], err_msg=key)
 
 
 # Save / load and bad input ---------------------------------------------------------------

@@ -11,13 +11,15 @@ from anndata import AnnData
 from cellvi.data import REGISTRY_KEYS, AnnDataManager
 from cellvi.data.fields import CategoricalObsField, LayerField
 from cellvi.data.fields._categorical import categories_of
-from cellvi.model._kmeans import kmeans
 from cellvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from cellvi.module import VAEC
 
 # Floor on a label's share before inverting it: a label with a handful of cells would
 # otherwise get a weight in the thousands and its few cells would dominate every minibatch.
 _MIN_LABEL_SHARE = 0.05
+# k-means of get_vamp_prior: restarts as scvi-tools runs them, and a fixed seed of the seedings.
+_KMEANS_N_INIT = 30
+_KMEANS_SEED = 0
 
 
 class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -158,12 +160,18 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     def get_vamp_prior(self, adata: AnnData | None = None, p: int = 10) -> dict[str, np.ndarray]:
         """Summarise each label's posterior as a mixture of ``p`` Gaussians (a VampPrior).
 
-        The posterior means of a label's cells are clustered by k-means into ``p`` groups; a
+        The posterior means of a label's cells are clustered into ``p`` groups by
+        scikit-learn's ``KMeans`` (k-means++ seeding, 30 restarts, as scvi-tools runs it); a
         group's component has the mean of its cells' posterior means, the variance of the
         mixture of its cells' posteriors (mean posterior variance plus variance of the
         means) and a weight equal to its share of the label's cells. A label with at most
-        ``p`` cells gets one component per cell. Unused slots hold mean 0, variance 1 and
-        weight 0.
+        ``p`` cells gets one component per cell. Components come in the order of the
+        cluster indices; unused slots hold mean 0, variance 1 and weight 0.
+
+        scvi-tools gives ``KMeans`` no ``random_state``, so its seedings come from NumPy's
+        global generator and a second call can give another prior; cellvi fixes
+        ``random_state=0``, so the same model and data always give the same prior, whatever
+        the global random state.
 
         Parameters
         ----------
@@ -179,6 +187,8 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ``weights_vprior`` of shape (n_labels, p) (each label's row sums to 1, or is all
             zeros for a label without cells in ``adata``).
         """
+        from sklearn.cluster import KMeans  # imported here: ``import cellvi`` stays light
+
         if p < 1:
             raise ValueError(f"p (components per label) must be >= 1, got {p}.")
         adata = self._validate_anndata(adata)
@@ -193,7 +203,11 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             cells = np.flatnonzero(codes == label)
             if len(cells) == 0:
                 continue
-            groups = kmeans(means[cells], p) if len(cells) > p else np.arange(len(cells))
+            if len(cells) > p:
+                kmeans = KMeans(n_clusters=p, n_init=_KMEANS_N_INIT, random_state=_KMEANS_SEED)
+                groups = kmeans.fit_predict(means[cells])
+            else:
+                groups = np.arange(len(cells))  # every cell its own component
             for slot, group in enumerate(np.unique(groups)):
                 members = cells[groups == group]
                 mean_vprior[label, slot] = means[members].mean(0)
