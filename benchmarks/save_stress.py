@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/save_stress.py --kills 200 --seconds 60
 
-1. ``--kills`` saves over an existing model (with its AnnData, alternating two new models)
-   are SIGKILLed at a random moment of their run; after each, the directory must load as a
-   whole model (the old one or a new one, every weight of one save, the AnnData matching),
-   no staging folder may survive the load, and a file of the user's beside the model must
-   be untouched.
+1. Saves over an existing model (with its AnnData, alternating two new models) are
+   SIGKILLed at a random moment of their run until ``--kills`` of them died mid-way; after
+   each, the directory must load as a whole model (the old one or the new one, every weight
+   of one save, the AnnData matching), no staging folder may survive the load, and a file of
+   the user's beside the model must be untouched. (The commit comes late in a save, so most
+   random kills keep the old model; tests/model/test_save_durability.py kills at every step.)
 2. Two writers save their own models into one folder while two readers load it, for
    ``--seconds``; every load must return a whole model.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import time
@@ -30,7 +32,6 @@ from _save_faults import (  # noqa: E402
     identify,
     kill_after,
     marked_model,
-    random_delays,
     run_in_child,
     staging_left,
     user_files,
@@ -46,16 +47,26 @@ def random_kills(directory: Path, n_kills: int, seed: int) -> Counter:
     run_in_child(lambda: new[2].save(directory, overwrite=True, save_anndata=True))
     duration = time.monotonic() - start
     outcomes: Counter = Counter()
-    for i, delay in enumerate(random_delays(n_kills, longest=1.5 * duration, seed=seed)):
-        model = new[2 + i % 2]
+    held = 1  # the marker of the model the directory holds before each save
+    rng = random.Random(seed)
+    longest, kills = duration, 0
+    while kills < n_kills:
+        target = 3 if held == 2 else 2  # always a different model than the one held
+        model = new[target]
         killed = kill_after(
-            lambda m=model: m.save(directory, overwrite=True, save_anndata=True), delay
+            lambda m=model: m.save(directory, overwrite=True, save_anndata=True),
+            rng.uniform(0, longest),
         )
+        kills += killed
+        # Saves that finish before the kill shorten the window, so kills land mid-save.
+        longest = longest if killed else 0.98 * longest
         try:
             marker, has_adata = identify(directory)
             whole = has_adata and not staging_left(directory)
             kept = user_files(directory) == {"notes.txt": b"the user's notes"}
-            outcome = ("old" if marker == 1 else "new") if whole and kept else "BROKEN"
+            known = {held: "old", target: "new"}.get(marker)
+            outcome = known if whole and kept and known else "BROKEN"
+            held = marker
         except Exception as error:  # noqa: BLE001 - any failure to load counts as broken
             outcome = f"BROKEN ({type(error).__name__}: {error})"
         outcomes[(outcome, "killed" if killed else "finished first")] += 1
@@ -109,7 +120,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as root:
         outcomes = random_kills(Path(root) / "kills", args.kills, args.seed)
-        print(f"{args.kills} saves over an existing model, SIGKILLed at random moments:")
+        print(f"Saves over an existing model, SIGKILLed at random moments ({args.kills} kills):")
         for (outcome, how), count in sorted(outcomes.items()):
             print(f"  {count:4d}  {how:15s} -> loads as {outcome}")
         totals = concurrent(Path(root) / "shared", args.seconds)
