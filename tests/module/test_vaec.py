@@ -9,7 +9,7 @@ import torch
 from cellvi import REGISTRY_KEYS
 from cellvi.module import VAEC
 
-from ._inputs import N_BATCH, N_CELLS, N_GENES, N_LABELS
+from ._inputs import N_BATCH, N_CELLS, N_GENES, N_LABELS, make_tensors
 
 N_LATENT = 4
 
@@ -118,5 +118,46 @@ def test_needs_labels(n_labels: int) -> None:
 
 
 def test_encode_covariates_needs_batches() -> None:
-    with pytest.raises(ValueError, match="n_batch >= 2"):
+    with pytest.raises(ValueError, match="n_batch >= 1"):
         make_vaec(encode_covariates=True)
+
+
+def test_a_single_batch_has_an_embedding_too() -> None:
+    """As in scvi-tools 1.4: one batch still gets a (learnt, constant) embedding row."""
+    module = make_vaec(n_batch=1, encode_covariates=True)
+    assert module.batch_embedding.weight.shape == (1, 5)
+    batch = make_tensors()
+    batch.pop(REGISTRY_KEYS.BATCH_KEY, None)  # all cells of the single batch
+    _, _, output = module(batch)
+    output.loss.backward()
+    assert module.batch_embedding.weight.grad.abs().sum() > 0
+
+
+def test_the_fine_label_classifier_learns_only_from_known_fine_labels(tensors) -> None:
+    module = make_vaec(n_fine_labels=3)
+    batch = dict(tensors)
+    fine = torch.arange(N_CELLS) % 4  # code 3 is the unlabeled category, kept last
+    batch["fine_labels"] = fine[:, None]
+    torch.manual_seed(1)
+    _, _, output = module(batch)
+    assert output.logits.shape == (N_CELLS, 3)
+    assert output.classification_loss.dim() == 0 and output.classification_loss > 0
+    # Five times the mean cross-entropy over the cells whose fine label is known.
+    known = fine != 3
+    expected = 5.0 * torch.nn.functional.cross_entropy(output.logits[known], fine[known])
+    torch.testing.assert_close(output.classification_loss, expected)
+    qz = module.inference(batch[REGISTRY_KEYS.X_KEY], batch[REGISTRY_KEYS.LABELS_KEY])["qz"]
+    assert module.classify(qz.loc, batch[REGISTRY_KEYS.LABELS_KEY]).shape == (N_CELLS, 3)
+    with pytest.raises(ValueError, match="no fine labels"):
+        make_vaec().classify(qz.loc, batch[REGISTRY_KEYS.LABELS_KEY])
+
+
+def test_a_mixture_prior_trains_its_components(tensors) -> None:
+    module = make_vaec(prior="mog", num_classes_mog=4)
+    _, _, output = module(tensors)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    for name in ("prior_means", "prior_log_std", "prior_logits"):
+        assert getattr(module, name).grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="prior"):
+        make_vaec(prior="vamp")

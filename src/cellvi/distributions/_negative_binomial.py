@@ -10,7 +10,9 @@ from torch.distributions import Distribution, Gamma, constraints
 from torch.distributions.constraints import Constraint
 
 from ._fused import nb_log_likelihood_sum
-from ._log_pmf import log_nb_positive
+
+# log_zinb_positive is imported here too: scvi-tools code imports both from this module.
+from ._log_pmf import log_nb_positive, log_zinb_positive  # noqa: F401
 
 TensorLike = Tensor | Number
 

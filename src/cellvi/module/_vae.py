@@ -13,6 +13,7 @@ from torch.distributions import Distribution, Normal, Poisson, kl_divergence
 
 from cellvi._constants import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import check_choice, norm_flags
 from cellvi.module.base import BaseModuleClass, LossOutput
 from cellvi.nn import DecoderSCVI, Embedding, Encoder
@@ -255,27 +256,31 @@ class VAE(BaseModuleClass):
 
     def _get_inference_input(self, tensors: dict[str, Tensor], **kwargs: Any) -> dict[str, Any]:
         return {
-            "x": _dense(tensors[REGISTRY_KEYS.X_KEY]),
-            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
+            MODULE_KEYS.X_KEY: _dense(tensors[REGISTRY_KEYS.X_KEY]),
+            MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
             **self._covariates(tensors),
         }
 
     def _covariates(self, tensors: dict[str, Tensor]) -> dict[str, Tensor | None]:
         """The extra covariates this module was built for (others in ``tensors`` are ignored)."""
         return {
-            "cont_covs": tensors[REGISTRY_KEYS.CONT_COVS_KEY] if self.n_continuous_cov else None,
-            "cat_covs": tensors[REGISTRY_KEYS.CAT_COVS_KEY] if self.n_cats_per_cov else None,
+            MODULE_KEYS.CONT_COVS_KEY: tensors[REGISTRY_KEYS.CONT_COVS_KEY]
+            if self.n_continuous_cov
+            else None,
+            MODULE_KEYS.CAT_COVS_KEY: tensors[REGISTRY_KEYS.CAT_COVS_KEY]
+            if self.n_cats_per_cov
+            else None,
         }
 
     def _get_generative_input(
         self, tensors: dict[str, Tensor], inference_outputs: dict[str, Any], **kwargs: Any
     ) -> dict[str, Any]:
         return {
-            "z": inference_outputs["z"],
-            "library": inference_outputs["library"],
-            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
-            "y": tensors.get(REGISTRY_KEYS.LABELS_KEY),
-            "size_factor": tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
+            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
+            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
+            MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
+            MODULE_KEYS.Y_KEY: tensors.get(REGISTRY_KEYS.LABELS_KEY),
+            MODULE_KEYS.SIZE_FACTOR_KEY: tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
             **self._covariates(tensors),
         }
 
@@ -347,7 +352,13 @@ class VAE(BaseModuleClass):
             ql, library = self.l_encoder(encoder_values, *codes)
             if n_samples > 1:
                 library = ql.rsample((n_samples,))
-        return {"qz": qz, "z": z, "untran_z": untran_z, "ql": ql, "library": library}
+        return {
+            MODULE_KEYS.QZ_KEY: qz,
+            MODULE_KEYS.Z_KEY: z,
+            "untran_z": untran_z,
+            MODULE_KEYS.QL_KEY: ql,
+            MODULE_KEYS.LIBRARY_KEY: library,
+        }
 
     # Generative model --------------------------------------------------------------------
 
@@ -404,7 +415,7 @@ class VAE(BaseModuleClass):
             pl = Normal(
                 self.library_log_means[prior_rows], self.library_log_vars[prior_rows].sqrt()
             )
-        return {"px": px, "pz": pz, "pl": pl}
+        return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz, MODULE_KEYS.PL_KEY: pl}
 
     def _dispersion_table(self, batch_index: Tensor, y: Tensor | None) -> Tensor:
         if self.dispersion == "gene":
@@ -437,17 +448,21 @@ class VAE(BaseModuleClass):
     ) -> LossOutput:
         """Negative ELBO: reconstruction + ``kl_weight`` * KL(z) + KL(library), cell mean."""
         x = _dense(tensors[REGISTRY_KEYS.X_KEY])
-        reconstruction_loss = -_log_likelihood_sum(generative_outputs["px"], x)
-        kl_z = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
+        reconstruction_loss = -_log_likelihood_sum(generative_outputs[MODULE_KEYS.PX_KEY], x)
+        kl_z = kl_divergence(
+            inference_outputs[MODULE_KEYS.QZ_KEY], generative_outputs[MODULE_KEYS.PZ_KEY]
+        ).sum(-1)
         if self.use_observed_lib_size:
             kl_library = torch.zeros_like(kl_z)
         else:
-            kl_library = kl_divergence(inference_outputs["ql"], generative_outputs["pl"]).sum(-1)
+            kl_library = kl_divergence(
+                inference_outputs[MODULE_KEYS.QL_KEY], generative_outputs[MODULE_KEYS.PL_KEY]
+            ).sum(-1)
         loss = torch.mean(reconstruction_loss + kl_weight * kl_z + kl_library)
         return LossOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
-            kl_local={"kl_divergence_z": kl_z, "kl_divergence_l": kl_library},
+            kl_local={MODULE_KEYS.KL_Z_KEY: kl_z, MODULE_KEYS.KL_L_KEY: kl_library},
         )
 
     @torch.inference_mode()
@@ -462,7 +477,7 @@ class VAE(BaseModuleClass):
         _, generative_outputs = self.forward(
             tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
         )
-        px = generative_outputs["px"]
+        px = generative_outputs[MODULE_KEYS.PX_KEY]
         if isinstance(px, Poisson):
             px = Poisson(px.rate.clamp(max=max_poisson_rate))
         draws = px.sample()
@@ -496,18 +511,20 @@ class VAE(BaseModuleClass):
                 tensors, inference_kwargs={"n_samples": n_pass}, compute_loss=False
             )
             untran_z = _with_sample_dim(inference_outputs["untran_z"], n_pass)
-            qz = inference_outputs["qz"]
+            qz = inference_outputs[MODULE_KEYS.QZ_KEY]
             log_weight = (
-                _log_likelihood_sum(generative_outputs["px"], x).reshape(n_pass, x.shape[0])
+                _log_likelihood_sum(generative_outputs[MODULE_KEYS.PX_KEY], x).reshape(
+                    n_pass, x.shape[0]
+                )
                 + Normal(torch.zeros_like(untran_z), 1.0).log_prob(untran_z).sum(-1)
                 - qz.log_prob(untran_z).sum(-1)
             )
             if not self.use_observed_lib_size:
-                library = _with_sample_dim(inference_outputs["library"], n_pass)
+                library = _with_sample_dim(inference_outputs[MODULE_KEYS.LIBRARY_KEY], n_pass)
                 log_weight = (
                     log_weight
-                    + generative_outputs["pl"].log_prob(library).sum(-1)
-                    - inference_outputs["ql"].log_prob(library).sum(-1)
+                    + generative_outputs[MODULE_KEYS.PL_KEY].log_prob(library).sum(-1)
+                    - inference_outputs[MODULE_KEYS.QL_KEY].log_prob(library).sum(-1)
                 )
             log_weights.append(log_weight)
         log_lik = torch.logsumexp(torch.cat(log_weights, dim=0), dim=0) - math.log(n_mc_samples)

@@ -1,9 +1,10 @@
 """Neural-network building blocks of cellvi's variational autoencoders."""
 
+from ._classifier import Classifier
 from ._decoder import DecoderSCVI
 from ._embedding import Embedding
 from ._encoder import Encoder
 from ._fclayers import FCLayers
 from ._one_hot import one_hot
 
-__all__ = ["DecoderSCVI", "Embedding", "Encoder", "FCLayers", "one_hot"]
+__all__ = ["Classifier", "DecoderSCVI", "Embedding", "Encoder", "FCLayers", "one_hot"]

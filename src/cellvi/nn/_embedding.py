@@ -1,18 +1,87 @@
-"""Dense embedding of a categorical covariate such as the batch."""
+"""Dense embedding of a categorical covariate such as the batch, which can grow new rows."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from ._codes import as_code_vector
 
 
+class _FreezeFirstRows:
+    """Gradient hook zeroing the gradient of the first ``n_rows`` rows (picklable)."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[: self.n_rows] = 0.0
+        return grad
+
+
 class Embedding(torch.nn.Embedding):
     """Learnable dense vectors for category codes, e.g. ``batch_representation="embedding"``.
 
-    Takes the same arguments as :class:`torch.nn.Embedding`; only ``forward`` differs,
-    accepting codes of shape ``(n,)`` or ``(n, 1)`` stored as integers or floats.
+    Takes the same arguments as :class:`torch.nn.Embedding`. ``forward`` accepts codes of
+    shape ``(n,)`` or ``(n, 1)`` stored as integers or floats; :meth:`extend` adds rows for new
+    categories (reference mapping); and a state dict with more rows than the embedding was
+    built with resizes it, so an extended embedding loads into a freshly built one.
     """
+
+    @classmethod
+    def extend(
+        cls, embedding: Embedding, init: int | list[int], freeze_prev: bool = True
+    ) -> Embedding:
+        """A new embedding with the rows of ``embedding`` followed by new ones.
+
+        Parameters
+        ----------
+        embedding
+            The embedding to extend; it is left unchanged.
+        init
+            An ``int``: that many new rows drawn from a standard normal (as
+            :class:`torch.nn.Embedding` initialises its rows). A ``list[int]``: one new row per
+            entry, a copy of that existing row.
+        freeze_prev
+            Zero the gradient of the original rows, so training changes only the new ones.
+
+        Returns
+        -------
+        Embedding
+            ``embedding.num_embeddings + n_new`` rows of the same width and options.
+        """
+        old = embedding.weight.detach()
+        if isinstance(init, bool) or not isinstance(init, int | list):
+            raise TypeError(f"init must be an int or a list of row indices, got {init!r}.")
+        if isinstance(init, int):
+            if init <= 0:
+                raise ValueError(f"init must be a number of new rows >= 1, got {init}.")
+            new_rows = torch.randn(init, old.shape[1], dtype=old.dtype, device=old.device)
+        else:
+            new_rows = old[init].clone()
+        extended = cls(
+            num_embeddings=old.shape[0] + new_rows.shape[0],
+            embedding_dim=old.shape[1],
+            _weight=torch.cat([old.clone(), new_rows]),
+            padding_idx=embedding.padding_idx,
+            max_norm=embedding.max_norm,
+            norm_type=embedding.norm_type,
+            scale_grad_by_freq=embedding.scale_grad_by_freq,
+            sparse=embedding.sparse,
+        )
+        if freeze_prev:
+            extended.weight.register_hook(_FreezeFirstRows(embedding.num_embeddings))
+        return extended
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # An extended embedding has more rows than the arguments it is rebuilt with say.
+        weight = state_dict.get(f"{prefix}weight")
+        if weight is not None and weight.shape != self.weight.shape:
+            self.weight = torch.nn.Parameter(torch.empty_like(weight, device=self.weight.device))
+            self.num_embeddings, self.embedding_dim = weight.shape
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Look up the embedding of each code.

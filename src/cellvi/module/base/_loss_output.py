@@ -23,6 +23,13 @@ class LossOutput:
         KL divergence of local (per-cell) latent variables, per cell, or a dict of them.
     kl_global
         KL divergence of global variables (a scalar), or a dict of them.
+    classification_loss
+        Loss of a classifier the module trains beside the ELBO (a scalar), e.g. scANVI's;
+        needs ``logits`` and ``true_labels``.
+    logits
+        The classifier's logits of the minibatch, ``(n_cells, n_classes)``.
+    true_labels
+        The labels those logits are scored against, ``(n_cells,)`` or ``(n_cells, 1)``.
     extra_metrics
         Further scalars a training plan should log.
     n_obs_minibatch
@@ -37,12 +44,24 @@ class LossOutput:
     reconstruction_loss: LossTerm = None
     kl_local: LossTerm = None
     kl_global: LossTerm = None
+    classification_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    true_labels: torch.Tensor | None = None
     extra_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     n_obs_minibatch: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):  # several terms to minimise together
+            self.loss = _total(self.loss)
         if not isinstance(self.loss, torch.Tensor) or self.loss.dim() != 0:
             raise ValueError("LossOutput.loss must be a scalar tensor (e.g. the minibatch mean).")
+        if self.classification_loss is not None and (
+            self.logits is None or self.true_labels is None
+        ):
+            raise ValueError(
+                "A LossOutput with a classification_loss needs the logits and true_labels it "
+                "was computed from (training logs the classifier's accuracy from them)."
+            )
         self.reconstruction_loss = _as_dict(
             self.reconstruction_loss, "reconstruction_loss", self.loss
         )
