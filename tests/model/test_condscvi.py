@@ -68,7 +68,7 @@ def test_inverse_frequency_weights_cover_labels_without_cells() -> None:
 def test_explicit_ct_weight_is_saved_as_a_list() -> None:
     adata = labelled_data()
     model = CondSCVI(adata, ct_weight=np.array([1.0, 2.0, 3.0]))
-    assert model.init_params_["ct_weight"] == [1.0, 2.0, 3.0]
+    assert model.init_params_["kwargs"]["module_kwargs"]["ct_weight"] == [1.0, 2.0, 3.0]
     torch.testing.assert_close(model.module.ct_weight, torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="not both"):
         CondSCVI(adata, weight_obs=True, ct_weight=[1.0, 1.0, 1.0])

@@ -235,7 +235,9 @@ class _LargestCpuTensor(torch.overrides.TorchFunctionMode):
 
 def test_absurd_init_parameters_are_refused_before_any_allocation(tmp_path):
     marked_model(1).save(tmp_path, save_anndata=True)
-    _edit(tmp_path, lambda d: d["init_params"].update(n_hidden=2_000_000), reseal=True)
+    _edit(
+        tmp_path, lambda d: d["init_params"]["non_kwargs"].update(n_hidden=2_000_000), reseal=True
+    )
     with _LargestCpuTensor() as recorder, pytest.raises(ModelFileError, match="do not fit"):
         SCVI.load(tmp_path, accelerator="cpu")
     # The 2e6-wide layers would hold 4e7 numbers at least; nothing near that was allocated.
@@ -245,9 +247,9 @@ def test_absurd_init_parameters_are_refused_before_any_allocation(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["init_params"].update(n_latent="ten"), "cannot build a SCVI"),
-        (lambda d: d["init_params"].update(no_such_option=1), "cannot build a SCVI"),
-        (lambda d: d["init_params"].update(n_layers=-1), "do not fit|cannot build"),
+        (lambda d: d["init_params"]["non_kwargs"].update(n_latent="ten"), "cannot build a SCVI"),
+        (lambda d: d["init_params"]["non_kwargs"].update(no_such_option=1), "cannot build a SCVI"),
+        (lambda d: d["init_params"]["non_kwargs"].update(n_layers=-1), "do not fit|cannot build"),
         (lambda d: d.update(deep=json.loads("[" * 200 + "]" * 200)), "nested too deeply"),
     ],
     ids=["string", "unknown", "negative", "deep"],
@@ -272,6 +274,9 @@ def test_models_of_format_version_1_still_load(tmp_path):
     description = json.loads((tmp_path / "model.json").read_text())
     description["format_version"] = 1
     description["weights_sha256"] = description.pop("files")["model.safetensors"]
+    # cellvi 0.1 recorded the init parameters flat, **kwargs merged in.
+    nested = description["init_params"]
+    description["init_params"] = {**nested["non_kwargs"], **nested["kwargs"]["model_kwargs"]}
     del description["description_sha256"]
     (tmp_path / "model.json").write_text(json.dumps(description))
     assert identify(tmp_path) == (4, True)

@@ -125,16 +125,19 @@ def test_model_kwargs_are_forwarded_to_the_vae():
     assert module.z_encoder.mean_encoder.out_features == 3
     rates = {m.p for m in module.z_encoder.modules() if isinstance(m, torch.nn.Dropout)}
     assert rates == {0.3}
+    # scvi-tools' layout: named arguments, and the **model_kwargs apart.
     assert model.init_params_ == {
-        "n_hidden": 16,
-        "n_latent": 3,
-        "n_layers": 2,
-        "dropout_rate": 0.3,
-        "dispersion": "gene-batch",
-        "gene_likelihood": "nb",
-        "use_observed_lib_size": True,
-        "latent_distribution": "ln",
-        "log_variational": False,
+        "non_kwargs": {
+            "n_hidden": 16,
+            "n_latent": 3,
+            "n_layers": 2,
+            "dropout_rate": 0.3,
+            "dispersion": "gene-batch",
+            "gene_likelihood": "nb",
+            "use_observed_lib_size": True,
+            "latent_distribution": "ln",
+        },
+        "kwargs": {"model_kwargs": {"log_variational": False}},
     }
     assert SCVI(adata, gene_likelihood="poisson").module.px_r is None
     with pytest.raises(ValueError, match="dispersion"):

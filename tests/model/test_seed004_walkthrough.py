@@ -164,7 +164,7 @@ def test_setup_stores_manager_and_model_uses_it():
         "SCVI Model with the following params: \nn_latent: 10\nTraining status: Not Trained"
     )
     assert model.module.n_batch == 2
-    assert model.init_params_ == {"n_latent": 10}
+    assert model.init_params_ == {"kwargs": {"model_kwargs": {}}, "non_kwargs": {"n_latent": 10}}
     # The class store is the tutorial class's own, not the built-in SCVI's.
     assert uuid not in scvi.model.SCVI._setup_adata_manager_store
 
@@ -269,7 +269,7 @@ def test_train_external_indices_save_load_and_missing_query(tmp_path):
     weights = {k: v.clone() for k, v in model.module.state_dict().items()}
     model = SCVI.load(model_dir)
     assert isinstance(model, BaselineSCVI) and model.is_trained_
-    assert model.init_params_ == {"n_latent": 10}
+    assert model.init_params_ == {"kwargs": {"model_kwargs": {}}, "non_kwargs": {"n_latent": 10}}
     for name, tensor in model.module.state_dict().items():
         torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
     np.testing.assert_array_equal(model.train_indices, train_ind)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from anndata import AnnData
 
 from cellvi.data import AnnDataManager, SummaryStats
 from cellvi.dataloaders import AnnDataLoader
+from cellvi.model.base._init_params import record_init_params
 from cellvi.model.base._manager_store import ManagerStoreMixin
 from cellvi.model.base._persistence import PersistenceMixin
 from cellvi.module.base import BaseModuleClass
@@ -157,17 +157,8 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         }
 
     def _get_init_params(self, init_locals: dict[str, Any]) -> dict[str, Any]:
-        """Record the arguments of ``__init__`` (flattening ``**kwargs``) for save/load."""
-        parameters = inspect.signature(type(self).__init__).parameters
-        params: dict[str, Any] = {}
-        for name, parameter in parameters.items():
-            if name in ("self", "adata") or name not in init_locals:
-                continue
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-                params.update(init_locals[name])
-            else:
-                params[name] = init_locals[name]
-        return params
+        """Record the arguments of ``__init__`` for save/load (see :func:`record_init_params`)."""
+        return record_init_params(type(self).__init__, init_locals)
 
     # Device and state ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from cellvi.model.base._files import (
     read_model_files,
     write_model_files,
 )
+from cellvi.model.base._init_params import init_arguments
 from cellvi.train import TrainingState
 
 logger = logging.getLogger("cellvi")
@@ -136,7 +137,7 @@ def _build_checked(
     fits is then built for real. Parameters edited into absurd values therefore fail here,
     before they can allocate memory, and every refusal is a :class:`ModelFileError`.
     """
-    init_params = saved.description["init_params"]
+    init_params = init_arguments(saved.description["init_params"])
     try:
         with torch.device("meta"):
             sketch = cls(adata, **init_params)
