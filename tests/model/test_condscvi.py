@@ -70,8 +70,9 @@ def test_explicit_ct_weight_is_saved_as_a_list() -> None:
     model = CondSCVI(adata, ct_weight=np.array([1.0, 2.0, 3.0]))
     assert model.init_params_["kwargs"]["module_kwargs"]["ct_weight"] == [1.0, 2.0, 3.0]
     torch.testing.assert_close(model.module.ct_weight, torch.tensor([1.0, 2.0, 3.0]))
-    with pytest.raises(ValueError, match="not both"):
-        CondSCVI(adata, weight_obs=True, ct_weight=[1.0, 1.0, 1.0])
+    with pytest.warns(UserWarning, match="ct_weight given as well is not used"):
+        weighted = CondSCVI(adata, weight_obs=True, ct_weight=[1.0, 1.0, 1.0])
+    assert not torch.equal(weighted.module.ct_weight, torch.ones(3))
     with pytest.raises(ValueError, match="ct_weight has 2 entries"):
         CondSCVI(adata, ct_weight=[1.0, 2.0])
 

@@ -117,10 +117,14 @@ class AnnDataManager:
         registries = {}
         try:
             for field in self.fields:
-                if source_registry is None:
+                # A field the source setup did not have (an older version's) is registered
+                # anew.
+                source = (
+                    (source_registry or {}).get("field_registries", {}).get(field.registry_key)
+                )
+                if source is None:
                     state = field.register_field(adata)
                 else:
-                    source = source_registry["field_registries"][field.registry_key]
                     state = field.transfer_field(
                         source["state_registry"], adata, **transfer_kwargs
                     )

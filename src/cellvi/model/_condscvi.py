@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -58,15 +59,23 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         super().__init__(adata)
         stats = self.summary_stats
         if "ct_weight" in module_kwargs:
-            if weight_obs:
-                raise ValueError("Give either weight_obs=True or ct_weight, not both.")
             # Stored as a list: init parameters are saved as JSON.
             weights = np.asarray(module_kwargs["ct_weight"], dtype=float)
             module_kwargs["ct_weight"] = weights.tolist()
         vaec_kwargs = dict(module_kwargs)
         if weight_obs:
+            # As in scvi-tools, weight_obs computes the weights (its files record both).
             codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
-            vaec_kwargs["ct_weight"] = inverse_frequency_weights(codes.ravel(), stats["n_labels"])
+            computed = inverse_frequency_weights(codes.ravel(), stats["n_labels"])
+            given = module_kwargs.get("ct_weight")
+            if given is not None and not np.allclose(given, computed):
+                warnings.warn(
+                    "weight_obs=True computes the label weights from the data; the ct_weight "
+                    "given as well is not used.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            vaec_kwargs["ct_weight"] = computed
         self.module = VAEC(
             n_input=stats["n_vars"],
             n_labels=stats["n_labels"],

@@ -17,6 +17,7 @@ from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import check_choice, norm_flags
 from cellvi.module.base import BaseModuleClass, LossOutput
 from cellvi.nn import DecoderSCVI, Embedding, Encoder
+from cellvi.nn._scvi_tools_weights import decoder_weights, encoder_weights, prefixed, take
 
 Tensor = torch.Tensor
 _DISPERSIONS = ("gene", "gene-batch", "gene-label", "gene-cell")
@@ -251,6 +252,25 @@ class VAE(BaseModuleClass):
             raise ValueError("library_log_means must be finite and library_log_vars positive.")
         self.register_buffer("library_log_means", torch.as_tensor(tables[0]))
         self.register_buffer("library_log_vars", torch.as_tensor(tables[1]))
+
+    def state_dict_from_scvi_tools(self, source: dict[str, Tensor]) -> dict[str, Tensor]:
+        """This VAE's state dict from an scvi-tools 1.x ``VAE``'s (same architecture)."""
+        weights = prefixed(encoder_weights(self.z_encoder, source, "z_encoder."), "z_encoder.")
+        if self.l_encoder is not None:
+            weights.update(
+                prefixed(encoder_weights(self.l_encoder, source, "l_encoder."), "l_encoder.")
+            )
+        weights.update(prefixed(decoder_weights(self.decoder, source, "decoder."), "decoder."))
+        if self.px_r is not None:
+            # scvi-tools keeps one column per batch or label; cellvi one row.
+            px_r = take(source, "px_r")
+            weights["px_r"] = px_r[None] if px_r.dim() == 1 else px_r.T.contiguous()
+        if self.batch_embedding is not None:
+            weights["batch_embedding.weight"] = take(source, "_embeddings_dict.batch.weight")
+        if self.library_log_means is not None:
+            for name in ("library_log_means", "library_log_vars"):
+                weights[name] = take(source, name).reshape(-1, 1)
+        return weights
 
     # The inference and generative inputs -------------------------------------------------
 

@@ -24,6 +24,14 @@ from cellvi.module._options import check_choice
 from cellvi.module.base import BaseModuleClass, LossOutput
 from cellvi.nn import Classifier, Embedding, Encoder, FCLayers
 from cellvi.nn._codes import as_code_vector
+from cellvi.nn._scvi_tools_weights import (
+    classifier_weights,
+    encoder_weights,
+    fclayers_weights,
+    linear_weights,
+    prefixed,
+    take,
+)
 
 Tensor = torch.Tensor
 #: Registry key of the fine labels CondSCVI registers with ``fine_labels_key``.
@@ -178,6 +186,29 @@ class VAEC(BaseModuleClass):
                 torch.full((n_labels, num_classes_mog, n_latent), -2.0)
             )
             self.prior_logits = torch.nn.Parameter(torch.zeros(n_labels, num_classes_mog))
+
+    def state_dict_from_scvi_tools(self, source: dict[str, Tensor]) -> dict[str, Tensor]:
+        """This VAEC's state dict from an scvi-tools 1.x ``VAEC``'s (same architecture)."""
+        weights = prefixed(encoder_weights(self.z_encoder, source, "z_encoder."), "z_encoder.")
+        weights.update(prefixed(fclayers_weights(self.decoder, source, "decoder."), "decoder."))
+        # scvi-tools before 1.3 wrapped the output layer in a Sequential.
+        output = "px_decoder." if "px_decoder.weight" in source else "px_decoder.0."
+        weights.update(prefixed(linear_weights(self.px_decoder, source, output), "px_decoder."))
+        weights["px_r"] = take(source, "px_r")
+        weights["ct_weight"] = take(source, "ct_weight")
+        # scvi-tools before 1.3 had no per-label bias: zeros compute the same.
+        weights["per_ct_bias"] = source.get("per_ct_bias", torch.zeros_like(self.per_ct_bias))
+        if self.batch_embedding is not None:
+            weights["batch_embedding.weight"] = take(source, "_embeddings_dict.batch.weight")
+        if self.classifier is not None:
+            mapping = fclayers_weights(self.linear_mapping, source, "linear_mapping.")
+            weights.update(prefixed(mapping, "linear_mapping."))
+            classifier = classifier_weights(self.classifier, source, "classifier.")
+            weights.update(prefixed(classifier, "classifier."))
+        if self.prior == "mog":
+            for name in ("prior_means", "prior_log_std", "prior_logits"):
+                weights[name] = take(source, name)
+        return weights
 
     # The inference and generative inputs -------------------------------------------------
 

@@ -71,7 +71,8 @@ class CategoricalJointObsField(CategoricalEncoding, _JointObsField):
         return {key: categories_of(adata.obs[key]) for key in self.obs_keys}
 
     def _source_categories(self, state_registry: dict[str, Any]) -> dict[str, list]:
-        return state_registry["mappings"]
+        # scvi-tools records an unset field as {} (no "mappings").
+        return state_registry.get("mappings", {})
 
     def _encode(
         self, adata: AnnData, mappings: dict[str, list], extend_categories: bool

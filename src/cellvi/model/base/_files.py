@@ -63,11 +63,27 @@ class ModelPaths:
 
 @dataclass
 class SavedModel:
-    """What a model directory holds, read and checked."""
+    """What a model directory holds, read and checked.
+
+    ``source`` is ``"cellvi"``, or ``"scvi-tools"`` when the weights carry scvi-tools'
+    names and layouts (see :meth:`weights_for`).
+    """
 
     description: dict[str, Any]
     weights: dict[str, torch.Tensor]
     adata: AnnData | None
+    source: str = "cellvi"
+
+    def weights_for(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The saved weights under ``module``'s names, ready for ``load_state_dict``."""
+        if self.source == "cellvi":
+            return self.weights
+        try:
+            return module.state_dict_from_scvi_tools(self.weights)
+        except ValueError as error:
+            raise ModelFileError(
+                f"The scvi-tools weights do not fit {type(module).__name__}: {error}"
+            ) from error
 
 
 # Writing ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cellvi.model.base._files import (
     write_model_files,
 )
 from cellvi.model.base._init_params import init_arguments
+from cellvi.model.base._scvi_tools_files import has_scvi_tools_model, read_scvi_tools_model
 from cellvi.train import TrainingState
 
 logger = logging.getLogger("cellvi")
@@ -95,7 +96,8 @@ class PersistenceMixin:
         Parameters
         ----------
         dir_path
-            Directory written by ``save``.
+            Directory written by ``save``, or by scvi-tools' ``save`` (a ``model.pt``: read
+            as data only, see :mod:`cellvi.model.base._scvi_tools_files`).
         adata
             AnnData to bind the model to; it must hold the training genes (same order) and only
             training categories. None uses the AnnData saved with the model.
@@ -107,19 +109,25 @@ class PersistenceMixin:
             File-name prefix used at save time.
         """
         paths = ModelPaths(Path(dir_path), prefix or "")
-        saved = read_model_files(paths, cls.__name__, read_adata=adata is None)
+        read = (
+            read_scvi_tools_model
+            if not paths.description.is_file()
+            and has_scvi_tools_model(paths.directory, paths.prefix)
+            else read_model_files
+        )
+        saved = read(paths, cls.__name__, read_adata=adata is None)
         adata = saved.adata if adata is None else adata
         registry = saved.description["registry"]
         cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
-        model = _build_checked(cls, adata, saved, paths)
+        model, weights = _build_checked(cls, adata, saved, paths)
         # A module may need to create lazily built parameters before the saved ones fit.
-        model.module.on_load(saved.weights, registry, model._example_batch())
+        model.module.on_load(weights, registry, model._example_batch())
         try:
-            model.module.load_state_dict(saved.weights, strict=True)
+            model.module.load_state_dict(weights, strict=True)
         except RuntimeError as error:
             raise ModelFileError(
-                f"The weights in {paths.weights} do not fit a {cls.__name__} built with the saved "
-                f"parameters: {error}"
+                f"The weights in {paths.directory} do not fit a {cls.__name__} built with the "
+                f"saved parameters: {error}"
             ) from error
         model.training_state = TrainingState.from_json(saved.description["attributes"])
         model.to_device(resolve_device(accelerator, device))
@@ -129,13 +137,14 @@ class PersistenceMixin:
 
 def _build_checked(
     cls: type[Model], adata: AnnData, saved: SavedModel, paths: ModelPaths
-) -> Model:
+) -> tuple[Model, dict[str, torch.Tensor]]:
     """Build the model from its saved init parameters, checked against the saved weights first.
 
     A sketch of the model is built on PyTorch's ``meta`` device, which allocates nothing, and
     the shapes it implies are compared with those of the saved tensors; only a model that
     fits is then built for real. Parameters edited into absurd values therefore fail here,
     before they can allocate memory, and every refusal is a :class:`ModelFileError`.
+    Returns the model and the saved weights under its module's names.
     """
     init_params = init_arguments(saved.description["init_params"])
     try:
@@ -146,7 +155,7 @@ def _build_checked(
         # built for real, and checked just the same.
         sketch = None
     if sketch is not None:
-        _check_shapes(sketch.module, saved.weights, paths)
+        _check_shapes(sketch.module, saved.weights_for(sketch.module), paths)
     try:
         model = cls(adata, **init_params)
     except Exception as error:
@@ -154,9 +163,10 @@ def _build_checked(
             f"The init parameters in {paths.description} cannot build a {cls.__name__} "
             f"({type(error).__name__}: {error}); the file was edited or is corrupt."
         ) from error
+    weights = saved.weights_for(model.module)
     if sketch is None:
-        _check_shapes(model.module, saved.weights, paths)
-    return model
+        _check_shapes(model.module, weights, paths)
+    return model, weights
 
 
 def _check_shapes(

@@ -36,6 +36,17 @@ class ModuleBase(torch.nn.Module):
         """Device of the module's first parameter or buffer (CPU for a module without any)."""
         return module_device(self)
 
+    def state_dict_from_scvi_tools(self, source: Tensors) -> Tensors:
+        """This module's state dict from the weights scvi-tools saved for its counterpart.
+
+        A module that scvi-tools files can be loaded into overrides it, mapping scvi-tools'
+        tensor names and layouts onto its own (see :mod:`cellvi.nn._scvi_tools_weights`).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot read weights saved by scvi-tools; load models of "
+            "cellvi's own format, or a class with an scvi-tools counterpart (SCVI, CondSCVI)."
+        )
+
     def on_load(
         self, state_dict: Tensors, registry: dict[str, Any], example_batch: Tensors
     ) -> None:
