@@ -328,8 +328,9 @@ def test_get_elbo_is_the_mean_per_cell_elbo_and_improves_with_training(trained):
     elbo = model.get_elbo(indices=cells)
     torch.manual_seed(0)
     by_hand = _elbo_by_hand(model, cells)
-    assert isinstance(elbo, float) and np.isfinite(elbo)
-    assert elbo == pytest.approx(by_hand, rel=1e-5)
+    # As in scvi-tools: a 0-d tensor (one per cell with return_mean=False).
+    assert isinstance(elbo, torch.Tensor) and elbo.ndim == 0 and torch.isfinite(elbo)
+    assert float(elbo) == pytest.approx(by_hand, rel=1e-5)
 
     cellvi.settings.seed = 0
     untrained = SCVI(adata)
@@ -412,3 +413,39 @@ def test_logistic_normal_latent_lies_on_the_simplex():
     sample = model.get_latent_representation(give_mean=False)
     np.testing.assert_allclose(sample.sum(axis=1), 1.0, atol=1e-5)
     assert np.isfinite(model.get_marginal_ll(indices=np.arange(10), n_mc_samples=5))
+
+
+def test_queries_read_a_dataloader_of_your_own_instead_of_adata(trained):
+    model, adata = trained
+    loader = model._make_data_loader(adata=adata, indices=np.arange(50), batch_size=16)
+    assert model.get_latent_representation(dataloader=loader).shape == (50, 10)
+    torch.manual_seed(0)
+    per_cell = model.get_elbo(dataloader=loader, return_mean=False)
+    assert per_cell.shape == (50,)
+    errors = model.get_reconstruction_error(dataloader=loader, return_mean=False)
+    assert errors["reconstruction_loss"].shape == (50,)
+    assert model.get_marginal_ll(dataloader=loader, n_mc_samples=2, return_mean=False).shape == (
+        50,
+    )
+    with pytest.raises(ValueError, match="either adata or a dataloader"):
+        model.get_elbo(adata=adata, dataloader=loader)
+    with pytest.raises(ValueError, match="build it over the cells"):
+        model.get_latent_representation(dataloader=loader, indices=[0, 1])
+
+
+def test_latent_of_a_module_that_returns_posterior_moments(trained):
+    """Older modules return ``qzm``/``qzv`` instead of ``qz``; the query reads either."""
+    model, _ = trained
+    expected = model.get_latent_representation()
+    original = model.module.inference
+
+    def moments_only(*args, **kwargs):
+        outputs = dict(original(*args, **kwargs))
+        qz = outputs.pop("qz")
+        return {**outputs, "qzm": qz.loc, "qzv": qz.scale**2}
+
+    model.module.inference = moments_only
+    try:
+        np.testing.assert_allclose(model.get_latent_representation(), expected, rtol=1e-6)
+    finally:
+        del model.module.inference

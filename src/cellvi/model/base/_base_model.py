@@ -119,7 +119,7 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         self._manager_for(adata)
         return adata
 
-    def _make_dataloader(
+    def _make_data_loader(
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | np.ndarray | None = None,
@@ -134,10 +134,13 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
             manager, indices=indices, batch_size=batch_size, shuffle=shuffle, **loader_kwargs
         )
 
+    # The name older scvi-tools (and its model-building tutorial) gave the same method.
+    _make_dataloader = _make_data_loader
+
     def _example_batch(self, n_cells: int = 128) -> dict[str, torch.Tensor]:
         """The first minibatch of the model's AnnData, as its module receives minibatches."""
         indices = np.arange(min(n_cells, self.adata.n_obs))
-        return next(iter(self._make_dataloader(indices=indices, batch_size=n_cells)))
+        return next(iter(self._make_data_loader(indices=indices, batch_size=n_cells)))
 
     def _check_if_trained(self) -> None:
         if not self.is_trained_:

@@ -87,7 +87,7 @@ class PyroSampleMixin:
         local: Samples = {}
         glob: dict[str, np.ndarray] = {}
         axes: dict[str, int] = {}
-        loader = self._make_dataloader(adata=adata, indices=indices, batch_size=batch_size)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         for tensors in loader:
             draws = _draw(module, tensors, num_samples, return_sites, return_observed, plate)
             for site, (values, axis) in draws.items():
