@@ -17,6 +17,7 @@ LAYERS = {
     "cellvi._checks": 0,
     "cellvi._settings": 0,
     "cellvi._version": 0,
+    "cellvi.utils": 0,
     "cellvi.data": 1,
     "cellvi.distributions": 2,
     "cellvi.nn": 2,

@@ -1,6 +1,6 @@
 """cellvi: deep probabilistic analysis of single-cell omics."""
 
-from cellvi import data, dataloaders, distributions, model, module, nn, train
+from cellvi import data, dataloaders, distributions, model, module, nn, train, utils
 from cellvi._constants import REGISTRY_KEYS
 from cellvi._settings import settings
 from cellvi._version import __version__
@@ -16,4 +16,5 @@ __all__ = [
     "nn",
     "settings",
     "train",
+    "utils",
 ]

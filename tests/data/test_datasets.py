@@ -143,6 +143,59 @@ def test_synthetic_iid_error_names_allowed_formats() -> None:
         synthetic_iid(sparse_format="dense")
 
 
+def test_synthetic_iid_coordinates_and_names() -> None:
+    adata = synthetic_iid(
+        generate_coordinates=True,
+        batch_key="sample",
+        labels_key="cell_type",
+        protein_expression_key="adt",
+        protein_names_key="adt_names",
+        protein_names_prefix="ab",
+        accessibility_key="atac",
+        gene_names_prefix="g",
+        coordinates_key="spatial",
+    )
+    assert list(adata.obs.columns) == ["sample", "cell_type"]
+    assert list(adata.obsm) == ["adt", "atac", "spatial"]
+    assert adata.obsm["spatial"].shape == (400, 2) and isinstance(
+        adata.obsm["spatial"], np.ndarray
+    )
+    assert list(adata.uns["adt_names"][:2]) == ["ab_0", "ab_1"]
+    assert adata.var_names[0] == "g_0"
+    # The coordinates are drawn last: the rest of the data stay those of the same seed.
+    np.testing.assert_array_equal(adata.X, synthetic_iid().X)
+
+
+def test_synthetic_iid_without_labels_and_with_normal_values() -> None:
+    assert "labels" not in synthetic_iid(n_labels=0).obs
+    values = synthetic_iid(rna_dist="normal", dropout_ratio=0.0, batch_size=500).X
+    assert abs(values.mean() - 5.0) < 0.1 and not _is_whole(values)
+    with pytest.raises(ValueError, match="rna_dist"):
+        synthetic_iid(rna_dist="poisson")
+
+
+def test_synthetic_iid_sparse_format_applies_to_every_matrix() -> None:
+    adata = synthetic_iid(sparse_format="csr_matrix")
+    assert all(sp.issparse(adata.obsm[key]) for key in ("protein_expression", "accessibility"))
+    np.testing.assert_array_equal(
+        adata.obsm["protein_expression"].toarray(), synthetic_iid().obsm["protein_expression"]
+    )
+
+
+def test_synthetic_iid_as_mudata() -> None:
+    pytest.importorskip("mudata")
+    mdata = synthetic_iid(return_mudata=True, generate_coordinates=True, n_regions=0)
+    adata = synthetic_iid(generate_coordinates=True, n_regions=0)
+    assert list(mdata.mod) == ["rna", "protein_expression"]
+    np.testing.assert_array_equal(mdata.mod["rna"].X, adata.X)
+    np.testing.assert_array_equal(
+        mdata.mod["protein_expression"].X, adata.obsm["protein_expression"]
+    )
+    assert list(mdata.mod["protein_expression"].var_names[:1]) == ["protein_0"]
+    pd.testing.assert_series_equal(mdata.obs["batch"], adata.obs["batch"])
+    np.testing.assert_array_equal(mdata.obsm["coordinates"], adata.obsm["coordinates"])
+
+
 def test_synthetic_iid_writes_h5ad(tmp_path) -> None:
     pytest.importorskip("h5py")
     import anndata

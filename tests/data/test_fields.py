@@ -36,6 +36,11 @@ def register(adata, *fields) -> AnnDataManager:
     return manager
 
 
+def raw_state(manager: AnnDataManager, key: str) -> dict:
+    """A field's state as the registry records it (plain JSON), not the array view."""
+    return manager.registry["field_registries"][key]["state_registry"]
+
+
 def dense(matrix) -> np.ndarray:
     return matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
 
@@ -92,7 +97,8 @@ class TestLayerField:
     def test_other_registry_key_reports_its_own_width(self, adata):
         field = LayerField("spliced", "counts")
         state = field.register_field(adata)
-        assert field.get_summary_stats(state) == {"n_cells": 40, "n_spliced": 12}
+        # Only the main matrix counts the cells, so two matrices never give n_cells twice.
+        assert field.get_summary_stats(state) == {"n_spliced": 12}
 
     def test_transfer_checks_genes_then_registers(self, adata, make_adata):
         field = LayerField(REGISTRY_KEYS.X_KEY, None)
@@ -236,8 +242,10 @@ class TestCategoricalJointObsField:
         manager = register(
             adata, CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, ["donor", "site"])
         )
-        state = manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+        state = raw_state(manager, REGISTRY_KEYS.CAT_COVS_KEY)
         assert state["mappings"] == {"donor": ["d1", "d2", "d3"], "site": ["s1", "s2"]}
+        view = manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+        np.testing.assert_array_equal(view.mappings.site == "s2", [False, True])
         assert state["field_keys"] == ["donor", "site"]
         assert state["n_cats_per_key"] == [3, 2]
         assert manager.summary_stats.n_extra_categorical_covs == 2
@@ -245,9 +253,9 @@ class TestCategoricalJointObsField:
         assert list(table.columns) == ["donor", "site"]
         assert list(table.index) == list(adata.obs_names)
         data = manager.get_from_registry(REGISTRY_KEYS.CAT_COVS_KEY)
-        assert data.shape == (40, 2)
-        np.testing.assert_array_equal(data[:, 0], adata.obs["donor"].cat.codes.to_numpy())
-        np.testing.assert_array_equal(data[:, 1], adata.obs["site"].cat.codes.to_numpy())
+        assert isinstance(data, pd.DataFrame) and data.shape == (40, 2)
+        np.testing.assert_array_equal(data["donor"], adata.obs["donor"].cat.codes.to_numpy())
+        np.testing.assert_array_equal(data["site"], adata.obs["site"].cat.codes.to_numpy())
         json.dumps(state)
 
     @pytest.mark.parametrize("keys", [None, []])
@@ -303,15 +311,13 @@ class TestNumericalJointObsField:
         manager = register(
             adata, NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, ["age", "pct_mito"])
         )
-        state = manager.get_state_registry(REGISTRY_KEYS.CONT_COVS_KEY)
-        assert state == {"columns": ["age", "pct_mito"]}
+        assert raw_state(manager, REGISTRY_KEYS.CONT_COVS_KEY) == {"columns": ["age", "pct_mito"]}
         assert manager.summary_stats.n_extra_continuous_covs == 2
         table = adata.obsm["_scvi_extra_continuous_covs"]
         assert list(table.columns) == ["age", "pct_mito"]
+        # The table is the obs columns as they are (their dtypes kept), as in scvi-tools.
         data = manager.get_from_registry(REGISTRY_KEYS.CONT_COVS_KEY)
-        assert data.shape == (40, 2) and data.dtype == np.float32
-        np.testing.assert_allclose(data[:, 0], adata.obs["age"].to_numpy(), rtol=1e-6)
-        np.testing.assert_allclose(data[:, 1], adata.obs["pct_mito"].to_numpy(), rtol=1e-6)
+        pd.testing.assert_frame_equal(data, adata.obs[["age", "pct_mito"]])
 
     @pytest.mark.parametrize("keys", [None, []])
     def test_no_keys_is_empty(self, adata, keys):
@@ -347,7 +353,7 @@ class TestObsmField:
             colnames_uns_key="protein_names",
         )
         manager = register(adata, field)
-        state = manager.get_state_registry(REGISTRY_KEYS.PROTEIN_EXP_KEY)
+        state = raw_state(manager, REGISTRY_KEYS.PROTEIN_EXP_KEY)
         assert state == {"column_names": [f"prot_{k}" for k in range(5)]}
         assert manager.summary_stats.n_proteins == 5
         data = manager.get_from_registry(REGISTRY_KEYS.PROTEIN_EXP_KEY)
@@ -365,7 +371,7 @@ class TestObsmField:
         adata.obsm["protein_expression"] = frame
         field = ObsmField(REGISTRY_KEYS.PROTEIN_EXP_KEY, "protein_expression", is_count_data=True)
         manager = register(adata, field)
-        assert manager.get_state_registry(REGISTRY_KEYS.PROTEIN_EXP_KEY)["column_names"] == [
+        assert raw_state(manager, REGISTRY_KEYS.PROTEIN_EXP_KEY)["column_names"] == [
             "CD3",
             "CD4",
             "CD8",
@@ -373,7 +379,7 @@ class TestObsmField:
             "CD56",
         ]
         data = manager.get_from_registry(REGISTRY_KEYS.PROTEIN_EXP_KEY)
-        assert isinstance(data, np.ndarray) and data.shape == (40, 5)
+        assert data is adata.obsm["protein_expression"]  # the table, with its column names
 
     def test_no_names_gives_positions(self, adata):
         field = ObsmField(REGISTRY_KEYS.PROTEIN_EXP_KEY, "protein_expression")

@@ -10,8 +10,18 @@ import pandas as pd
 import pytest
 
 from cellvi.data import REGISTRY_KEYS, AnnDataManager
-from cellvi.data._constants import MANAGER_UUID_KEY, SETUP_UUID_KEY
-from cellvi.data.fields import CategoricalObsField, LayerField
+from cellvi.data._constants import (
+    _DR_ATTR_KEY,
+    _DR_ATTR_NAME,
+    _FIELD_REGISTRIES_KEY,
+    _MANAGER_UUID_KEY,
+    _MODEL_NAME_KEY,
+    _SCVI_UUID_KEY,
+    _SETUP_ARGS_KEY,
+    MANAGER_UUID_KEY,
+    SETUP_UUID_KEY,
+)
+from cellvi.data.fields import CategoricalObsField, LayerField, ObsmField
 
 SETUP_ARGS = {"model_name": "TinyModel", "setup_args": {"batch_key": "batch", "layer": None}}
 
@@ -84,14 +94,22 @@ def test_summary_stats_attribute_access(adata, manager_factory):
     stats = manager_factory(adata).summary_stats
     assert stats.n_batch == stats["n_batch"] == 2
     assert stats.n_labels == 3 and stats.n_vars == 12 and stats.n_cells == 40
-    with pytest.raises(AttributeError, match=r"No summary statistic 'n_nothing'"):
+    with pytest.raises(AttributeError, match=r"No key 'n_nothing'"):
         _ = stats.n_nothing
     assert copy.deepcopy(stats) == stats
 
 
 def test_state_registry_and_unknown_key(adata, manager_factory):
     manager = manager_factory(adata)
-    assert manager.get_state_registry("batch")["categorical_mapping"] == ["a", "b"]
+    state = manager.get_state_registry("batch")
+    # Names come as arrays, compared element-wise; the registry itself keeps JSON lists.
+    assert isinstance(state.categorical_mapping, np.ndarray)
+    np.testing.assert_array_equal(state.categorical_mapping == "b", [False, True])
+    assert manager.registry["field_registries"]["batch"]["state_registry"][
+        "categorical_mapping"
+    ] == ["a", "b"]
+    with pytest.raises(TypeError, match="read-only"):
+        state["original_key"] = "other"
     with pytest.raises(KeyError, match=r"'nope' is not registered"):
         manager.get_state_registry("nope")
     with pytest.raises(KeyError, match=r"'nope' is not registered"):
@@ -193,7 +211,7 @@ def test_transfer_subset_keeps_training_codes(adata, make_adata, manager_factory
     new = manager.transfer_fields(target)
     assert (target.obs["_scvi_batch"] == 1).all()
     assert new.summary_stats.n_batch == 2
-    assert new.get_state_registry("batch")["categorical_mapping"] == ["a", "b"]
+    assert list(new.get_state_registry("batch")["categorical_mapping"]) == ["a", "b"]
     assert new.adata is target and new.id != manager.id
     assert target.uns[MANAGER_UUID_KEY] == new.id
     assert adata.uns[MANAGER_UUID_KEY] == manager.id  # source untouched
@@ -226,7 +244,7 @@ def test_transfer_unseen_category(adata, make_adata, manager_factory):
     new = manager.transfer_fields(target, extend_categories=True)
     assert new.summary_stats.n_batch == 3
     assert manager.summary_stats.n_batch == 2
-    assert new.get_state_registry("batch")["categorical_mapping"] == ["a", "b", "c"]
+    assert list(new.get_state_registry("batch")["categorical_mapping"]) == ["a", "b", "c"]
     expected = target.obs["batch"].map({"a": 0, "b": 1, "c": 2}).astype(int).to_numpy()
     np.testing.assert_array_equal(target.obs["_scvi_batch"].to_numpy(), expected)
 
@@ -320,3 +338,89 @@ def test_validate_checks_fields(adata, manager_factory):
     del adata.obs["labels"]
     with pytest.raises(KeyError, match=r"labels_key: 'labels' is not a key of adata.obs"):
         manager.validate()
+
+
+# scvi-tools' manager API --------------------------------------------------------------------
+
+
+def test_registry_keys_and_attribute_views(adata, manager_factory):
+    manager = manager_factory(adata)
+    registry = manager.registry
+    assert set(registry) >= {_MODEL_NAME_KEY, _SETUP_ARGS_KEY, _FIELD_REGISTRIES_KEY}
+    assert adata.uns[_SCVI_UUID_KEY] == manager.adata_uuid
+    assert adata.uns[_MANAGER_UUID_KEY] == manager.id
+    location = manager.data_registry.batch
+    assert location == {_DR_ATTR_NAME: "obs", _DR_ATTR_KEY: "_scvi_batch"}
+    assert location.attr_key == "_scvi_batch"
+    with pytest.raises(TypeError, match="read-only"):
+        manager.summary_stats["n_batch"] = 5
+
+
+def test_setup_method_args_are_read_and_updated(adata, manager_factory):
+    manager = manager_factory(adata)
+    manager.update_setup_method_args({"extra": 1})
+    args = manager._get_setup_method_args()
+    assert args[_MODEL_NAME_KEY] == "TinyModel"
+    assert args[_SETUP_ARGS_KEY] == {"batch_key": "batch", "layer": None, "extra": 1}
+    args[_SETUP_ARGS_KEY]["extra"] = 2  # a copy
+    assert manager.registry[_SETUP_ARGS_KEY]["extra"] == 1
+    assert manager.transfer_fields(adata.copy()).registry[_SETUP_ARGS_KEY]["extra"] == 1
+
+
+def test_transfer_options_need_a_source_registry(adata, seed_fields):
+    with pytest.raises(TypeError, match=r"transfer options \['extend_categories'\]"):
+        AnnDataManager(seed_fields()).register_fields(adata, extend_categories=True)
+    assert "_scvi_uuid" not in adata.uns
+
+
+def test_register_new_fields_adds_to_the_registration(adata, seed_fields, make_adata):
+    manager = AnnDataManager(seed_fields(batch_key="batch"))
+    manager.register_fields(adata)
+    proteins = ObsmField(REGISTRY_KEYS.PROTEIN_EXP_KEY, "protein_expression")
+    manager.register_new_fields([proteins])
+    assert manager.fields[-1] is proteins and manager.summary_stats.n_proteins == 5
+    np.testing.assert_array_equal(
+        manager.get_from_registry(REGISTRY_KEYS.PROTEIN_EXP_KEY), adata.obsm["protein_expression"]
+    )
+    target = make_adata(seed=4)
+    assert manager.transfer_fields(target).summary_stats.n_proteins == 5  # carried along
+    with pytest.raises(ValueError, match=r"registry keys \['proteins'\]"):
+        manager.register_new_fields([ObsmField(REGISTRY_KEYS.PROTEIN_EXP_KEY, "other")])
+
+
+def test_two_fields_giving_one_statistic_are_refused(adata, assert_unchanged):
+    before = adata.copy()
+    fields = [
+        LayerField(REGISTRY_KEYS.X_KEY, None),
+        CategoricalObsField("batch", "batch"),
+        ObsmField("batch", "protein_expression"),
+    ]
+    with pytest.raises(ValueError, match="registry keys \\['batch'\\]"):
+        AnnDataManager(fields)
+    odd = [LayerField(REGISTRY_KEYS.X_KEY, None), LayerField("cells", "counts")]
+    odd[1]._count_stat_key = "n_vars"  # a field that repeats another's statistic
+    with pytest.raises(ValueError, match="'X' and 'cells' both give the summary statistic"):
+        AnnDataManager(odd).register_fields(adata)
+    assert_unchanged(before, adata)
+
+
+def test_fortran_ordered_data_are_stored_c_ordered_once_registered(adata, seed_fields):
+    adata.X = np.asfortranarray(adata.X)
+    frame = pd.DataFrame(
+        np.asfortranarray(adata.obsm["protein_expression"]), index=adata.obs_names
+    )
+    adata.obsm["protein_expression"] = frame
+    values = frame.to_numpy().copy()
+    manager = AnnDataManager(seed_fields(protein_key="protein_expression"))
+    manager.register_fields(adata)
+    assert adata.X.flags.c_contiguous
+    registered = manager.get_from_registry(REGISTRY_KEYS.PROTEIN_EXP_KEY)
+    assert registered.to_numpy().flags.c_contiguous
+    np.testing.assert_array_equal(registered.to_numpy(), values)
+    assert list(registered.index) == list(adata.obs_names)
+
+    other = adata.copy()
+    other.X = np.asfortranarray(other.X)
+    with pytest.raises(KeyError):
+        AnnDataManager(seed_fields(batch_key="no_such_column")).register_fields(other)
+    assert not other.X.flags.c_contiguous  # a failed registration changes nothing

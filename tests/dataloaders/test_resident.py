@@ -8,8 +8,8 @@ import torch
 from scipy import sparse
 
 import cellvi
+from cellvi.data import AnnTorchDataset
 from cellvi.dataloaders import AnnDataLoader, DataSplitter
-from cellvi.dataloaders._dataset import AnnTorchDataset
 from cellvi.dataloaders._resident import ResidentCSR, ResidentTensors
 from cellvi.dataloaders._resident_loader import ResidentLoader
 
@@ -23,7 +23,7 @@ def test_resident_rows_equal_host_rows(any_manager, expected_arrays) -> None:
     assert list(gathered) == list(host)
     expected = expected_arrays(any_manager.adata)
     for key, values in gathered.items():
-        assert values.dtype == host[key].dtype, key
+        assert values.dtype == torch.from_numpy(host[key]).dtype, key
         np.testing.assert_array_equal(values.numpy(), expected[key][rows], err_msg=key)
 
 

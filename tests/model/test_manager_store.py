@@ -261,10 +261,18 @@ def test_deregister_manager(adata, make_adata):
     model.deregister_manager(adata2)
     assert model.get_anndata_manager(adata2) is None
     assert model.get_anndata_manager(adata3) is not None
+    other = make_adata(seed=3)
+    TinyModel.setup_anndata(other)
     model.deregister_manager()
-    assert TinyModel._per_instance_manager_store[model.id] == {
-        adata.uns[SETUP_UUID_KEY]: model.adata_manager
-    }
+    training = {adata.uns[SETUP_UUID_KEY]: model.adata_manager}
+    # Every registration but the training data's goes, from both stores.
+    assert TinyModel._per_instance_manager_store[model.id] == training
+    assert TinyModel._setup_adata_manager_store == training
+    with pytest.raises(ValueError, match="nothing to deregister"):
+        model.deregister_manager(other)
+    model.deregister_manager(adata)  # the training data too, when named
+    assert TinyModel._setup_adata_manager_store == {}
+    assert TinyModel._per_instance_manager_store[model.id] == {}
 
 
 # Seed-004 interleaving ----------------------------------------------------------------------
@@ -349,3 +357,16 @@ def test_transfer_and_replay_are_logged(adata, make_adata, caplog):
         manager_id = model1.adata_manager.id
         replayed = f"Replaying the registration of this AnnData for manager {manager_id}"
         assert replayed in caplog.text
+
+
+def test_get_from_registry_reads_with_the_models_registration(adata, make_adata):
+    TinyModel.setup_anndata(adata, batch_key="batch")
+    model = TinyModel(adata)
+    codes = model.get_from_registry(adata, REGISTRY_KEYS.BATCH_KEY)
+    np.testing.assert_array_equal(codes.ravel(), adata.obs["batch"].cat.codes.to_numpy())
+    TinyModel.setup_anndata(adata)  # another setup writes one batch over the codes
+    assert (adata.obs["_scvi_batch"] == 0).all()
+    # The model's own registration is replayed before it reads.
+    np.testing.assert_array_equal(model.get_from_registry(adata, "batch").ravel(), codes.ravel())
+    with pytest.raises(ValueError, match="no registration of this AnnData"):
+        model.get_from_registry(make_adata(seed=5), REGISTRY_KEYS.BATCH_KEY)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader
 
 from cellvi._checks import check_keywords, keyword_names
 from cellvi._settings import settings
-from cellvi.data import AnnDataManager
-from cellvi.dataloaders._dataset import AnnTorchDataset
+from cellvi.data import AnnDataManager, AnnTorchDataset
+from cellvi.data._indices import as_cell_indices
 from cellvi.dataloaders._generator import order_generator
-from cellvi.dataloaders._indices import as_cell_indices
 from cellvi.dataloaders._sampler import BatchIndexSampler
 
 # DataLoader arguments AnnDataLoader sets itself: each minibatch is one dataset lookup.
@@ -32,17 +32,21 @@ def check_data_loader_kwargs(
     check_keywords(data_loader_kwargs, valid, what)
 
 
-def _keep_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Return the dataset's minibatch as it is (module-level so worker processes can pickle it)."""
-    return batch
+def _as_tensors(batch: dict[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The dataset's minibatch as tensors, sharing the arrays' memory (module-level so that
+    worker processes can pickle it)."""
+    return {
+        key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        for key, value in batch.items()
+    }
 
 
 class AnnDataLoader(DataLoader):
     """Iterate over the registered fields of an AnnData in minibatches of cells.
 
-    Each minibatch is one ``AnnTorchDataset[indices]`` call (no per-cell collation) and comes
-    as ``{registry_key: tensor}``. Without ``drop_last``, one pass covers every selected cell
-    exactly once.
+    Each minibatch is one ``AnnTorchDataset[indices]`` call (no per-cell collation), its arrays
+    made tensors: ``{registry_key: tensor}``. Without ``drop_last``, one pass covers every
+    selected cell exactly once.
 
     Parameters
     ----------
@@ -105,7 +109,7 @@ class AnnDataLoader(DataLoader):
                 self.indices, self.minibatch_size, shuffle, drop_last, generator
             )
         data_loader_kwargs.setdefault("num_workers", settings.dl_num_workers)
-        data_loader_kwargs.setdefault("collate_fn", _keep_batch)
+        data_loader_kwargs.setdefault("collate_fn", _as_tensors)
         # batch_size=None turns off torch's own batching: each sampler item is a whole batch.
         super().__init__(
             dataset, sampler=sampler, batch_size=None, generator=generator, **data_loader_kwargs

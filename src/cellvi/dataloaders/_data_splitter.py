@@ -14,9 +14,9 @@ import torch
 
 from cellvi._checks import check_positive_int, keyword_names
 from cellvi._settings import settings
-from cellvi.data import AnnDataManager
+from cellvi.data import AnnDataManager, AnnTorchDataset
+from cellvi.data._anntorchdataset import held_adata
 from cellvi.dataloaders._ann_dataloader import AnnDataLoader, check_data_loader_kwargs
-from cellvi.dataloaders._dataset import AnnTorchDataset
 from cellvi.dataloaders._device import check_device_resident, fits_on_device
 from cellvi.dataloaders._external_indexing import validate_external_indexing
 from cellvi.dataloaders._resident import ResidentTensors
@@ -109,8 +109,9 @@ class DataSplitter(pl.LightningDataModule):
         ``None`` or empty; no index may repeat within or across splits. Cells in none of
         them are not used.
     device_resident
-        ``"auto"``: hold the data on the training device when they fit and no host-only
-        option is given; ``True``: always (an error when impossible); ``False``: never.
+        ``"auto"``: hold the data on the training device when they fit, no host-only
+        option is given and the AnnData is not backed; ``True``: always (an error when
+        impossible); ``False``: never.
     batch_size
         Cells per minibatch; ``None`` uses ``cellvi.settings.batch_size``.
     drop_last
@@ -152,12 +153,7 @@ class DataSplitter(pl.LightningDataModule):
             "DataSplitter",
             keyword_names(DataSplitter.__init__) - {"adata_manager"},
         )
-        adata = adata_manager.adata
-        if adata is None:
-            raise ValueError(
-                "The AnnDataManager holds no AnnData: register one first, and keep a reference "
-                "to it (the manager refers to it weakly)."
-            )
+        adata = held_adata(adata_manager)
         self.adata_manager = adata_manager
         self.train_size = train_size
         self.validation_size = validation_size
@@ -200,7 +196,18 @@ class DataSplitter(pl.LightningDataModule):
         }
         return [name for name, value in given.items() if value]
 
+    def _is_backed(self) -> bool:
+        # A backed AnnData's matrix stays in its file; minibatches read it there.
+        adata = self.adata_manager.adata
+        return bool(getattr(adata, "isbacked", False))
+
     def _check_data_path(self) -> None:
+        if self._is_backed() and self.device_resident is True:
+            raise ValueError(
+                "device_resident=True cannot hold a backed AnnData on the device: its matrix "
+                "is read from the file for each minibatch. Load it (adata.to_memory()), or "
+                "pass device_resident='auto' or False."
+            )
         host_only = self._host_only_options()
         if host_only and self.device_resident is True:
             raise ValueError(
@@ -229,7 +236,7 @@ class DataSplitter(pl.LightningDataModule):
         if self.resident is not None and self.resident.device == device:
             return
         self.release()
-        if self.device_resident is False or self._host_only_options():
+        if self.device_resident is False or self._host_only_options() or self._is_backed():
             return
         dataset = AnnTorchDataset(self.adata_manager, self.data_and_attributes)
         if self.device_resident == "auto" and not fits_on_device(

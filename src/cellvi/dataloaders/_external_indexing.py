@@ -8,7 +8,7 @@ from itertools import combinations
 import numpy as np
 import numpy.typing as npt
 
-from cellvi.dataloaders._indices import check_in_range
+from cellvi.data._indices import check_in_range
 
 SPLIT_NAMES = ("train", "validation", "test")
 

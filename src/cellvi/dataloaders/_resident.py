@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from cellvi.dataloaders._dataset import AnnTorchDataset
+from cellvi.data import AnnTorchDataset
 
 
 class ResidentCSR:

@@ -2,16 +2,43 @@
 
 from cellvi.data.fields._base import BaseAnnDataField
 from cellvi.data.fields._joint_obs import CategoricalJointObsField, NumericalJointObsField
+from cellvi.data.fields._labels import LabelsWithUnlabeledObsField
 from cellvi.data.fields._layer import LayerField
+from cellvi.data.fields._mudata import (
+    BaseMuDataWrapperClass,
+    MuDataCategoricalJointObsField,
+    MuDataCategoricalObsField,
+    MuDataLabelsWithUnlabeledObsField,
+    MuDataLayerField,
+    MuDataNumericalJointObsField,
+    MuDataNumericalObsField,
+    MuDataObsmField,
+    MuDataProteinLayerField,
+    MuDataWrapper,
+)
 from cellvi.data.fields._obs import CategoricalObsField, NumericalObsField
 from cellvi.data.fields._obsm import ObsmField
+from cellvi.data.fields._protein import ProteinLayerField, ProteinObsmField
 
 __all__ = [
     "BaseAnnDataField",
+    "BaseMuDataWrapperClass",
     "CategoricalJointObsField",
     "CategoricalObsField",
+    "LabelsWithUnlabeledObsField",
     "LayerField",
+    "MuDataCategoricalJointObsField",
+    "MuDataCategoricalObsField",
+    "MuDataLabelsWithUnlabeledObsField",
+    "MuDataLayerField",
+    "MuDataNumericalJointObsField",
+    "MuDataNumericalObsField",
+    "MuDataObsmField",
+    "MuDataProteinLayerField",
+    "MuDataWrapper",
     "NumericalJointObsField",
     "NumericalObsField",
     "ObsmField",
+    "ProteinLayerField",
+    "ProteinObsmField",
 ]

@@ -5,15 +5,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import h5py
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from anndata.abc import CSCDataset, CSRDataset
 from rich.table import Table
 from scipy import sparse
 
 from cellvi.data._constants import INTERNAL_PREFIX
 
-FieldData = np.ndarray | sparse.spmatrix | sparse.sparray
+#: What a field reads: arrays, sparse matrices, DataFrames (an obsm table) and, for a backed
+#: AnnData, its on-disk matrix (an h5py dataset or an anndata sparse dataset).
+FieldData = np.ndarray | sparse.spmatrix | sparse.sparray | pd.DataFrame | Any
+#: Matrices of a backed AnnData, read from its file a block of rows at a time.
+ON_DISK = (h5py.Dataset, CSRDataset, CSCDataset)
 
 
 class BaseAnnDataField(ABC):
@@ -30,6 +36,9 @@ class BaseAnnDataField(ABC):
     registry_key: str
     #: Attribute of AnnData holding the data: "X", "layers", "obs" or "obsm".
     attr_name: str
+    #: Entries of the state registry that list names (categories, columns): the registry holds
+    #: them as JSON lists, ``AnnDataManager.get_state_registry`` shows them as numpy arrays.
+    array_entries: tuple[str, ...] = ()
 
     @property
     @abstractmethod
@@ -73,6 +82,13 @@ class BaseAnnDataField(ABC):
         """A table describing the state registry, or None when there is nothing to show."""
         return None
 
+    def correct_layout(self, adata: AnnData) -> None:
+        """Store the registered data in the layout minibatches read fastest (default: as is).
+
+        Runs once every field is registered, so a failed registration never changes it.
+        """
+        return None
+
     def get_field_data(self, adata: AnnData) -> FieldData:
         """The registered data of this field on ``adata`` (obs fields as an (n, 1) array)."""
         if self.is_empty:
@@ -95,7 +111,11 @@ def internal_key(registry_key: str) -> str:
 
 
 def read_attribute(adata: AnnData, attr_name: str, attr_key: str | None) -> FieldData:
-    """Read ``adata.<attr_name>[<attr_key>]`` as an array or a sparse matrix."""
+    """Read ``adata.<attr_name>[<attr_key>]``: an obs column as an (n, 1) array, else as stored.
+
+    Matrices come as they are stored (dense, sparse, backed); obsm tables stay DataFrames, with
+    their column names.
+    """
     if attr_name == "X":
         return adata.X
     container = getattr(adata, attr_name)
@@ -104,8 +124,6 @@ def read_attribute(adata: AnnData, attr_name: str, attr_key: str | None) -> Fiel
     value = container[attr_key]
     if isinstance(value, pd.Series):
         return value.to_numpy().reshape(-1, 1)
-    if isinstance(value, pd.DataFrame):
-        return value.to_numpy()
     return value
 
 
@@ -119,3 +137,29 @@ def require_key(adata: AnnData, attr_name: str, key: str, what: str) -> None:
             f"{what}: {key!r} is not a key of adata.{attr_name} (present: {shown or 'none'}). "
             f"Check the spelling or add it to adata.{attr_name} before setup_anndata."
         )
+
+
+def store_c_contiguous(adata: AnnData, attr_name: str, attr_key: str | None) -> None:
+    """Rewrite a dense matrix (or obsm table) stored in Fortran order in C order.
+
+    Minibatches take rows, which a C-ordered array holds contiguously. Values, index and
+    column names are kept; sparse and on-disk matrices, and tables of mixed dtypes, are left
+    alone.
+    """
+    data = read_attribute(adata, attr_name, attr_key)
+    if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
+        fixed: Any = np.ascontiguousarray(data)
+    elif (
+        isinstance(data, pd.DataFrame)
+        and data.dtypes.nunique() == 1  # one dtype: the values are one array
+        and not data.to_numpy().flags.c_contiguous
+    ):
+        fixed = pd.DataFrame(
+            np.ascontiguousarray(data.to_numpy()), index=data.index, columns=data.columns
+        )
+    else:
+        return
+    if attr_name == "X":
+        adata.X = fixed
+    else:
+        getattr(adata, attr_name)[attr_key] = fixed

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import sparse
 
-from cellvi.data.fields._base import FieldData
+from cellvi.data.fields._base import ON_DISK, FieldData
 
 logger = logging.getLogger("cellvi")
 
@@ -16,14 +17,20 @@ logger = logging.getLogger("cellvi")
 _CHUNK_ROWS = 20_000
 
 
-def _stored_values(data: FieldData) -> list[np.ndarray]:
-    """The explicitly stored values of a matrix, in chunks (sparse zeros need no checks)."""
+def _stored_values(data: FieldData) -> Iterator[np.ndarray]:
+    """The explicitly stored values of a matrix, in chunks (sparse zeros need no checks).
+
+    A backed matrix is read from its file a block of rows at a time, never whole.
+    """
     if sparse.issparse(data):
-        return [np.asarray(data.data)]
-    if hasattr(data, "to_memory"):  # backed or lazy arrays
+        yield np.asarray(data.data)
+        return
+    if hasattr(data, "to_memory") and not isinstance(data, ON_DISK):  # other lazy arrays
         data = data.to_memory()
-    array = np.asarray(data)
-    return [array[start : start + _CHUNK_ROWS] for start in range(0, array.shape[0], _CHUNK_ROWS)]
+    array = data if isinstance(data, ON_DISK) else np.asarray(data)
+    for start in range(0, array.shape[0], _CHUNK_ROWS):
+        block = array[start : start + _CHUNK_ROWS]
+        yield np.asarray(block.data if sparse.issparse(block) else block)
 
 
 def check_numeric_finite(data: FieldData, where: str) -> None:

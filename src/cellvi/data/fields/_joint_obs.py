@@ -67,6 +67,8 @@ class CategoricalJointObsField(CategoricalEncoding, _JointObsField):
     (n_cells, n_keys) codes.
     """
 
+    array_entries = ("mappings",)
+
     def _categories(self, adata: AnnData) -> dict[str, list]:
         return {key: categories_of(adata.obs[key]) for key in self.obs_keys}
 
@@ -104,9 +106,11 @@ class CategoricalJointObsField(CategoricalEncoding, _JointObsField):
 class NumericalJointObsField(_JointObsField):
     """Register several numeric obs columns (``continuous_covariate_keys``) as one float table.
 
-    Takes ``registry_key`` and ``obs_keys`` (see ``_JointObsField``); a module receives the
-    (n_cells, n_keys) values.
+    Takes ``registry_key`` and ``obs_keys`` (see ``_JointObsField``); the table keeps the
+    columns' dtypes, and a module receives the (n_cells, n_keys) values as float32.
     """
+
+    array_entries = ("columns",)
 
     def validate_field(self, adata: AnnData) -> None:
         super().validate_field(adata)
@@ -115,8 +119,7 @@ class NumericalJointObsField(_JointObsField):
 
     def register_field(self, adata: AnnData) -> dict[str, Any]:
         self.validate_field(adata)
-        columns = {key: adata.obs[key].to_numpy(dtype=np.float32) for key in self.obs_keys}
-        self._write_table(adata, columns)
+        self._write_table(adata, {key: adata.obs[key].to_numpy() for key in self.obs_keys})
         return {"columns": self.obs_keys}
 
     def transfer_field(

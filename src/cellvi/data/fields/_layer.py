@@ -7,7 +7,12 @@ from typing import Any
 from anndata import AnnData
 
 from cellvi._constants import REGISTRY_KEYS
-from cellvi.data.fields._base import BaseAnnDataField, FieldData, require_key
+from cellvi.data.fields._base import (
+    BaseAnnDataField,
+    FieldData,
+    require_key,
+    store_c_contiguous,
+)
 from cellvi.data.fields._checks import check_count_data, check_numeric_finite
 
 
@@ -23,13 +28,25 @@ class LayerField(BaseAnnDataField):
     is_count_data
         Whether the matrix must hold raw counts (checked: NaN, Inf and negatives are errors,
         non-integers a warning).
+    correct_data_format
+        Rewrite a dense matrix stored in Fortran order in C order once registered, so that
+        minibatch rows are contiguous.
     """
 
-    def __init__(self, registry_key: str, layer: str | None, is_count_data: bool = True) -> None:
+    array_entries = ("column_names",)
+
+    def __init__(
+        self,
+        registry_key: str,
+        layer: str | None,
+        is_count_data: bool = True,
+        correct_data_format: bool = True,
+    ) -> None:
         self.registry_key = registry_key
         self.attr_name = "X" if layer is None else "layers"
         self._layer = layer
         self.is_count_data = is_count_data
+        self.correct_data_format = correct_data_format
         # The main matrix reports its width as n_vars (what models read to size themselves).
         self._count_stat_key = (
             "n_vars" if registry_key == REGISTRY_KEYS.X_KEY else f"n_{registry_key}"
@@ -73,9 +90,10 @@ class LayerField(BaseAnnDataField):
                 f"{n_vars}. Subset it to the training genes, in the same order: "
                 "adata = adata[:, model.adata.var_names].copy()."
             )
-        expected = state_registry["column_names"]
+        # Registries converted from old setups know the number of genes only.
+        expected = state_registry.get("column_names")
         found = [str(name) for name in adata_target.var_names]
-        if found != expected:
+        if expected is not None and found != expected:
             mismatched = [(e, f) for e, f in zip(expected, found, strict=True) if e != f]
             examples = ", ".join(f"{f!r} where {e!r} was expected" for e, f in mismatched[:3])
             raise ValueError(
@@ -104,11 +122,16 @@ class LayerField(BaseAnnDataField):
                 "(adata = adata[:, registered_var_names].copy()), or set the data up again."
             )
 
+    def correct_layout(self, adata: AnnData) -> None:
+        if self.correct_data_format:
+            store_c_contiguous(adata, self.attr_name, self._layer)
+
     def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
-        return {
-            "n_cells": state_registry["n_cells"],
-            self._count_stat_key: state_registry["n_vars"],
-        }
+        stats = {self._count_stat_key: state_registry["n_vars"]}
+        # The main matrix also counts the cells; a second matrix (e.g. proteins) would repeat it.
+        if self.registry_key == REGISTRY_KEYS.X_KEY:
+            stats["n_cells"] = state_registry["n_cells"]
+        return stats
 
     def get_field_data(self, adata: AnnData) -> FieldData:
         return adata.X if self._layer is None else adata.layers[self._layer]

@@ -35,6 +35,7 @@ class CategoricalObsField(CategoricalEncoding, BaseAnnDataField):
     """
 
     attr_name = "obs"
+    array_entries = ("categorical_mapping",)
 
     def __init__(self, registry_key: str, obs_key: str | None) -> None:
         self.registry_key = registry_key
@@ -60,7 +61,8 @@ class CategoricalObsField(CategoricalEncoding, BaseAnnDataField):
 
     def _encode(self, adata: AnnData, mapping: list, extend_categories: bool) -> dict[str, Any]:
         if self.obs_key is None:
-            codes, mapping = np.zeros(adata.n_obs, dtype=np.int8), [0]
+            # Every cell is category 0; a subclass may append categories no cell holds.
+            codes = np.zeros(adata.n_obs, dtype=np.int8)
         else:
             codes, mapping = encode_categories(
                 adata.obs[self.obs_key], mapping, self._where(), extend_categories

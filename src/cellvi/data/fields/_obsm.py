@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from cellvi.data.fields._base import BaseAnnDataField, require_key
+from cellvi.data.fields._base import BaseAnnDataField, require_key, store_c_contiguous
 from cellvi.data.fields._checks import check_count_data, check_numeric_finite
 
 
@@ -27,9 +27,13 @@ class ObsmField(BaseAnnDataField):
         Key of ``adata.uns`` naming the columns when the matrix is not a DataFrame.
     required
         Whether ``obsm_key`` must be given.
+    correct_data_format
+        Rewrite a dense matrix (or a one-dtype DataFrame) stored in Fortran order in C order
+        once registered, so that minibatch rows are contiguous.
     """
 
     attr_name = "obsm"
+    array_entries = ("column_names",)
 
     def __init__(
         self,
@@ -38,6 +42,7 @@ class ObsmField(BaseAnnDataField):
         is_count_data: bool = False,
         colnames_uns_key: str | None = None,
         required: bool = True,
+        correct_data_format: bool = True,
     ) -> None:
         if required and obsm_key is None:
             raise ValueError(f"{registry_key!r} is required: give the obsm key that holds it.")
@@ -45,6 +50,7 @@ class ObsmField(BaseAnnDataField):
         self.obsm_key = obsm_key
         self.is_count_data = is_count_data
         self.colnames_uns_key = colnames_uns_key
+        self.correct_data_format = correct_data_format
 
     @property
     def attr_key(self) -> str | None:
@@ -99,6 +105,10 @@ class ObsmField(BaseAnnDataField):
                 "they must match in number and order."
             )
         return state
+
+    def correct_layout(self, adata: AnnData) -> None:
+        if self.correct_data_format and not self.is_empty:
+            store_c_contiguous(adata, self.attr_name, self.obsm_key)
 
     def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
         return {f"n_{self.registry_key}": len(state_registry.get("column_names", []))}

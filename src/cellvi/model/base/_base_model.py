@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from cellvi.data import AnnDataManager, SummaryStats
+from cellvi.data import AnnDataManager
 from cellvi.dataloaders import AnnDataLoader
 from cellvi.model.base._init_params import record_init_params
 from cellvi.model.base._manager_store import ManagerStoreMixin
 from cellvi.model.base._persistence import PersistenceMixin
 from cellvi.module.base import BaseModuleClass
 from cellvi.train import TrainingState
+from cellvi.utils import attrdict
 
 logger = logging.getLogger("cellvi")
 
@@ -65,7 +66,7 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         self.id = str(uuid4())
         self._adata: AnnData | None = None
         self._adata_manager: AnnDataManager | None = None
-        self.summary_stats = SummaryStats()
+        self.summary_stats = attrdict()
         if adata is not None:
             manager = self._get_most_recent_anndata_manager(adata, required=True)
             manager.validate()

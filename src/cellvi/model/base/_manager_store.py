@@ -11,6 +11,7 @@ from anndata import AnnData
 from cellvi.data import AnnDataManager
 from cellvi.data._constants import SETUP_UUID_KEY
 from cellvi.data._identity import separate_copy
+from cellvi.data.fields._base import FieldData
 
 logger = logging.getLogger("cellvi")
 
@@ -88,6 +89,15 @@ class ManagerStoreMixin:
             )
         return manager
 
+    def get_from_registry(self, adata: AnnData, registry_key: str) -> FieldData:
+        """The data of one registered field of ``adata``, as this model registered them.
+
+        The registration is validated first, so codes are those the model learnt.
+        """
+        manager = self.get_anndata_manager(adata, required=True)
+        manager.validate()
+        return manager.get_from_registry(registry_key)
+
     def _manager_for(self, adata: AnnData, **transfer_kwargs: object) -> AnnDataManager:
         """The registration of ``adata`` this model must read it with, made valid now.
 
@@ -111,11 +121,28 @@ class ManagerStoreMixin:
         return manager
 
     def deregister_manager(self, adata: AnnData | None = None) -> None:
-        """Forget this model's registration of ``adata`` (or all but its training data)."""
-        managers = self._instance_managers()
-        if adata is not None:
-            managers.pop(adata.uns.get(SETUP_UUID_KEY), None)
+        """Forget registrations, in this model's store and in its class's setup store.
+
+        With ``adata``, forget that AnnData's (the training data's too, if asked); without,
+        forget every registration but this model's training data. Forgetting an AnnData that
+        neither store holds is a ``ValueError``.
+        """
+        stores = (type(self)._setup_adata_manager_store, self._instance_managers())
+        if adata is None:
+            try:
+                training = self.adata_manager
+            except RuntimeError:  # a model loaded without its AnnData
+                training = None
+            keep = None if training is None or training.adata is None else training.adata_uuid
+            for store in stores:
+                for uuid in [key for key in store if key != keep]:
+                    del store[uuid]
             return
-        training = getattr(self, "adata_manager", None)
-        for uuid in [key for key in managers if training is None or key != training.adata_uuid]:
-            del managers[uuid]
+        uuid = adata.uns.get(SETUP_UUID_KEY)
+        if not any(uuid in store for store in stores):
+            raise ValueError(
+                f"This AnnData is not registered with {type(self).__name__} (set up or read by "
+                "this model), so there is nothing to deregister."
+            )
+        for store in stores:
+            store.pop(uuid, None)
