@@ -2,6 +2,7 @@
 
 from cellvi.data.fields._base import BaseAnnDataField
 from cellvi.data.fields._joint_obs import CategoricalJointObsField, NumericalJointObsField
+from cellvi.data.fields._labels_with_unlabeled import LabelsWithUnlabeledObsField
 from cellvi.data.fields._layer import LayerField
 from cellvi.data.fields._obs import CategoricalObsField, NumericalObsField
 from cellvi.data.fields._obsm import ObsmField
@@ -10,6 +11,7 @@ __all__ = [
     "BaseAnnDataField",
     "CategoricalJointObsField",
     "CategoricalObsField",
+    "LabelsWithUnlabeledObsField",
     "LayerField",
     "NumericalJointObsField",
     "NumericalObsField",
