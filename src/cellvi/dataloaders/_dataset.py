@@ -35,8 +35,8 @@ class AnnTorchDataset(Dataset):
         them as (a dict). ``None`` serves every non-empty field with its default dtype:
         int64 for categorical fields, float32 for everything else.
     load_sparse_tensor
-        Serve fields stored sparse as torch sparse CSR tensors instead of dense ones.
-        Fields stored dense stay dense.
+        Serve fields stored sparse as torch sparse tensors of their layout (CSR or CSC)
+        instead of dense ones. Fields stored dense stay dense.
 
     Examples
     --------
@@ -62,10 +62,12 @@ class AnnTorchDataset(Dataset):
         self.n_obs = int(adata.n_obs)
         self.load_sparse_tensor = load_sparse_tensor
         self.keys_and_dtypes = _select_keys(adata_manager, data_and_attributes)
+        stored = {key: adata_manager.get_from_registry(key) for key in self.keys_and_dtypes}
+        # CSC fields are held as CSR (minibatches take rows) but served in their own layout.
+        self.csc_keys = {key for key, data in stored.items() if _is_csc(data)}
         # Only arrays are kept (not the manager): workers then receive just what they serve.
         self.data: dict[str, HostArray] = {
-            key: _to_host_array(adata_manager.get_from_registry(key), self.n_obs, key)
-            for key in self.keys_and_dtypes
+            key: _to_host_array(data, self.n_obs, key) for key, data in stored.items()
         }
 
     def __len__(self) -> int:
@@ -77,18 +79,16 @@ class AnnTorchDataset(Dataset):
             rows = np.arange(self.n_obs)[indices]
         else:
             rows = as_cell_indices(np.atleast_1d(indices), self.n_obs)
-        return {
-            key: self._take(self.data[key], rows, dtype)
-            for key, dtype in self.keys_and_dtypes.items()
-        }
+        return {key: self._take(key, rows, dtype) for key, dtype in self.keys_and_dtypes.items()}
 
-    def _take(self, data: HostArray, rows: np.ndarray, dtype: np.dtype) -> torch.Tensor:
+    def _take(self, key: str, rows: np.ndarray, dtype: np.dtype) -> torch.Tensor:
+        data = self.data[key]
         if not sparse.issparse(data):
             return torch.from_numpy(np.ascontiguousarray(data[rows], dtype=dtype))
         block = data[rows].astype(dtype, copy=False)
-        if self.load_sparse_tensor:
-            return _to_torch_csr(block)
-        return torch.from_numpy(block.toarray())
+        if not self.load_sparse_tensor:
+            return torch.from_numpy(block.toarray())
+        return _to_torch_sparse(block.tocsc() if key in self.csc_keys else block)
 
 
 def default_dtypes(adata_manager: AnnDataManager) -> dict[str, np.dtype]:
@@ -139,15 +139,23 @@ def _to_host_array(data: object, n_obs: int, key: str) -> HostArray:
     return array
 
 
-def _to_torch_csr(block: sparse.csr_matrix | sparse.csr_array) -> torch.Tensor:
+def _is_csc(data: object) -> bool:
+    return sparse.issparse(data) and data.format == "csc"
+
+
+def _to_torch_sparse(
+    block: sparse.csr_matrix | sparse.csr_array | sparse.csc_matrix | sparse.csc_array,
+) -> torch.Tensor:
+    """A torch sparse tensor with the layout of ``block`` (CSR or CSC)."""
     if not block.has_canonical_format:
         block = block.copy()
-        block.sum_duplicates()  # also sorts column indices, which torch kernels expect
-    return torch.sparse_csr_tensor(
+        block.sum_duplicates()  # also sorts the indices, which torch kernels expect
+    build = torch.sparse_csc_tensor if block.format == "csc" else torch.sparse_csr_tensor
+    return build(
         torch.from_numpy(block.indptr.astype(np.int64)),
         torch.from_numpy(block.indices.astype(np.int64)),
         torch.from_numpy(block.data),
         size=block.shape,
-        # Rows sliced from a canonical scipy CSR already satisfy the invariants.
+        # Canonical scipy blocks already satisfy the invariants.
         check_invariants=False,
     )
