@@ -117,7 +117,7 @@ def test_transfer_refuses_new_labels_and_can_fill_missing_ones(adata, make_adata
         manager.transfer_fields(query, extend_categories=True)
     unlabeled = make_adata(seed=3)
     del unlabeled.obs["labels"]
-    with pytest.warns(UserWarning, match="every cell is marked unlabeled"):
+    with pytest.warns(UserWarning, match="every cell gets the unlabeled category"):
         new = manager.transfer_fields(unlabeled, allow_missing_labels=True)
     assert (new.get_from_registry(REGISTRY_KEYS.LABELS_KEY) == 3).all()
 

@@ -171,3 +171,48 @@ def test_shuffled_batches_are_ascending_unshuffled_keep_the_given_order(manager)
 def test_invalid_batch_size_is_refused(manager, batch_size, error):
     with pytest.raises(error, match="batch_size"):
         AnnDataLoader(manager, batch_size=batch_size)
+
+
+def test_a_sampler_yields_positions_in_the_indices(manager, expected_arrays):
+    indices = np.array([40, 3, 17, 5, 22])
+    loader = AnnDataLoader(manager, indices=indices, sampler=[np.array([4, 0]), np.array([2])])
+    batches = list(loader)
+    assert len(loader) == 2 and [len(b[X]) for b in batches] == [2, 1]
+    np.testing.assert_array_equal(
+        np.concatenate([b[X].numpy() for b in batches]),
+        expected_arrays(manager.adata)[X][[22, 40, 17]],
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sampler": [[0]], "distributed_sampler": True}, "both `sampler` and"),
+        ({"sampler": [[0]], "shuffle": True}, "so shuffle cannot apply"),
+        ({"sampler": [[0]], "batch_size": 4, "drop_last": True}, "so batch_size, drop_last"),
+        ({"drop_dataset_tail": True}, "pass distributed_sampler=True too"),
+        ({"iter_ndarray": True, "collate_fn": list}, "one or the other"),
+    ],
+)
+def test_sampling_options_that_cannot_hold_together_are_refused(manager, options, message):
+    with pytest.raises(ValueError, match=message):
+        AnnDataLoader(manager, **options)
+
+
+def test_iter_ndarray_yields_numpy_arrays(manager, expected_arrays):
+    batches = list(AnnDataLoader(manager, batch_size=20, iter_ndarray=True))
+    assert all(isinstance(value, np.ndarray) for batch in batches for value in batch.values())
+    np.testing.assert_array_equal(
+        np.concatenate([b[X] for b in batches]), expected_arrays(manager.adata)[X]
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSC tensor support is in beta")
+def test_load_sparse_tensor_keeps_the_csc_layout(make_manager, expected_arrays):
+    manager = make_manager("csc")
+    indices = np.array([9, 2, 30])
+    (batch,) = AnnDataLoader(manager, indices=indices, load_sparse_tensor=True)
+    assert batch[X].layout == torch.sparse_csc
+    np.testing.assert_array_equal(
+        batch[X].to_dense().numpy(), expected_arrays(manager.adata)[X][indices]
+    )

@@ -6,67 +6,93 @@ import numpy as np
 import pytest
 
 from cellvi.dataloaders import DataSplitter
+from cellvi.dataloaders._external_indexing import ExternalIndexingError
+
+ORDER = np.random.default_rng(0).permutation(50)
+TRAIN, VALID, TEST = ORDER[:30], ORDER[30:40], ORDER[40:]
+ORDER_SPLITS = (TRAIN, VALID, TEST)
 
 
 def test_valid_external_indexing_bypasses_sizes(manager):
-    train, valid = np.array([1, 2, 3, 10]), np.array([4, 5, 6])
     splitter = DataSplitter(
-        manager, train_size=0.1, validation_size=0.5, external_indexing=[train, valid, None]
+        manager, train_size=0.1, validation_size=0.5, external_indexing=[TRAIN, VALID, TEST]
     )
-    np.testing.assert_array_equal(splitter.train_idx, train)
-    np.testing.assert_array_equal(splitter.val_idx, valid)
-    assert splitter.test_idx.size == 0 and splitter.test_idx.dtype == np.int64
-    assert splitter.test_dataloader() == []
-    np.testing.assert_array_equal(splitter.train_dataloader().indices, train)
+    for got, given in zip(
+        (splitter.train_idx, splitter.val_idx, splitter.test_idx), ORDER_SPLITS, strict=True
+    ):
+        np.testing.assert_array_equal(got, given)
+    np.testing.assert_array_equal(splitter.train_dataloader().indices, TRAIN)
+    only_train = DataSplitter(manager, external_indexing=[ORDER])
+    assert only_train.val_idx.size == only_train.test_idx.size == 0
 
 
 @pytest.mark.parametrize(
-    "missing", [None, np.array(None), np.array([], dtype=int), [], np.array([])]
+    "external_indexing",
+    [
+        [ORDER[:40], ORDER[40:]],
+        [ORDER[:40], ORDER[40:], None],
+        (ORDER[:40], ORDER[40:], np.array(None)),
+        [ORDER[:40], ORDER[40:], np.array([], dtype=int)],
+        [ORDER[:40], None, ORDER[40:]],
+    ],
 )
-def test_missing_validation_and_test_may_be_none_or_empty(manager, missing):
-    splitter = DataSplitter(manager, external_indexing=(np.arange(5), missing, missing))
-    assert splitter.val_idx.size == 0 and splitter.test_idx.size == 0
-    assert splitter.val_dataloader() == []
-
-
-def test_the_three_splits_may_cover_every_cell(manager):
-    order = np.random.default_rng(0).permutation(50)
-    splitter = DataSplitter(manager, external_indexing=[order[:30], order[30:40], order[40:]])
-    everything = np.concatenate([splitter.train_idx, splitter.val_idx, splitter.test_idx])
-    np.testing.assert_array_equal(np.sort(everything), np.arange(50))
+def test_missing_splits_may_be_left_out_none_or_empty(manager, external_indexing):
+    splitter = DataSplitter(manager, external_indexing=external_indexing)
+    np.testing.assert_array_equal(splitter.train_idx, ORDER[:40])
+    held_out = splitter.val_idx if splitter.val_idx.size else splitter.test_idx
+    np.testing.assert_array_equal(held_out, ORDER[40:])
+    assert splitter.val_idx.dtype == splitter.test_idx.dtype == np.int64
+    empty = splitter.test_dataloader if splitter.val_idx.size else splitter.val_dataloader
+    assert empty() == []
 
 
 @pytest.mark.parametrize(
     ("external_indexing", "message"),
     [
-        ([np.array([1, 3, 3, 5, 5]), None, None], r"train indices contain duplicates: \[3, 5\]"),
-        ([np.array([1]), np.array([2, 2]), None], r"validation indices contain duplicates: \[2\]"),
+        ([np.append(TRAIN, TRAIN[0]), VALID, TEST], "There are duplicate indexing in train set"),
+        ([TRAIN, np.append(VALID, VALID[0]), TEST], "There are duplicate indexing in valid set"),
+        ([TRAIN, VALID, np.append(TEST, TEST[0])], "There are duplicate indexing in test set"),
+        ([TRAIN, VALID], "There are missing indices please fix or remove those lines"),
+        ([], "There are missing indices please fix or remove those lines"),
+    ],
+)
+def test_duplicated_or_missing_cells_are_errors_and_warnings(manager, external_indexing, message):
+    with pytest.raises(ExternalIndexingError) as error:
+        DataSplitter(manager, external_indexing=external_indexing)
+    # scvi-tools raises a bare Warning here: the error is both, so either ``except`` works.
+    assert isinstance(error.value, ValueError) and isinstance(error.value, Warning)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("external_indexing", "message"),
+    [
+        ([TRAIN, np.append(VALID, TRAIN[0]), TEST], "between train and valid sets"),
+        ([np.append(TRAIN, TEST[0]), VALID, TEST], "between train and test sets"),
+        ([TRAIN, np.append(VALID, TEST[0]), TEST], "between test and valid sets"),
+        ([np.array([], dtype=int), ORDER[:10], ORDER[10:]], "train indices are empty"),
+        ([ORDER[:10], ORDER[10:], None, None], "at most 3 index arrays .* got 4 entries"),
+        (ORDER, "External indexing is not of list type"),
         (
-            [np.array([1, 3, 5, 7]), np.array([3, 5, 8]), None],
-            r"indices \[3, 5\] appear in both train and validation",
+            [list(TRAIN), VALID, TEST],
+            "One of the given external indexing arrays is not a np.array",
         ),
-        (
-            [np.array([1, 2]), None, np.array([2, 9])],
-            r"indices \[2\] appear in both train and test",
-        ),
-        (
-            [np.array([1]), np.array([4, 6]), np.array([6])],
-            r"indices \[6\] appear in both validation and test",
-        ),
-        ([np.array([0, 50]), None, None], "index 50 is out of range for 50 cells"),
-        ([np.array([0, 1]), np.array([51]), None], r"\(validation\): index 51 is out of range"),
-        ([np.array([-1, 2]), None, None], "index -1 is out of range for 50 cells"),
-        ([np.array([], dtype=int), np.array([1]), None], "train indices are empty"),
-        ([None, np.array([1]), None], "train indices are empty"),
-        ([np.array([1, 2]), np.array([3])], "list of 3 index arrays .* got 2 entries"),
-        ([np.array([1]), None, None, None], "got 4 entries"),
-        (np.array([1, 2, 3]), "list of 3 index arrays .* got ndarray"),
-        ([np.array([0.5, 1.0]), None, None], "train indices must be integers, got dtype float64"),
-        ([np.array([1]), np.array(["a"]), None], "validation indices must be integers"),
-        ([np.ones(50, dtype=bool), None, None], "train indices must be integers, got dtype bool"),
-        ([np.zeros((2, 2), dtype=int), None, None], r"must be a 1-D array, got shape \(2, 2\)"),
+        ([[TRAIN], VALID, TEST], "One of the given external indexing arrays is not a np.array"),
+        ([np.append(ORDER, 50)], r"\(train\): index 50 is out of range for 50 cells"),
+        ([ORDER, np.array([-1])], r"\(valid\): index -1 is out of range"),
+        ([ORDER.astype(float)], "train indices must be integers, got dtype float64"),
+        ([ORDER, np.array(["a"])], "valid indices must be integers"),
+        ([np.ones(50, dtype=bool)], "train indices must be integers, got dtype bool"),
+        ([ORDER.reshape(5, 10)], r"must be a 1-D array, got shape \(5, 10\)"),
     ],
 )
 def test_invalid_external_indexing_raises_naming_the_problem(manager, external_indexing, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         DataSplitter(manager, external_indexing=external_indexing)
+    assert not isinstance(error.value, Warning)
+
+
+def test_a_tiny_last_batch_of_given_splits_only_warns(manager):
+    with pytest.warns(UserWarning, match="2 cell\\(s\\)"):
+        splitter = DataSplitter(manager, batch_size=14, external_indexing=[TRAIN, VALID, TEST])
+    assert splitter.n_train == 30 and not splitter.drop_last

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -37,16 +39,22 @@ class TinyModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def fit(splitter: DataSplitter) -> tuple[pl.Trainer, TinyModule]:
-    module = TinyModule(n_genes=splitter.adata_manager.adata.n_vars)
+def fit(
+    splitter: DataSplitter, module: pl.LightningModule | None = None, **trainer_kwargs: Any
+) -> tuple[pl.Trainer, pl.LightningModule]:
+    """Fit ``module`` (by default a ``TinyModule``) for one epoch, quietly, on the CPU."""
+    module = module or TinyModule(n_genes=splitter.adata_manager.adata.n_vars)
     trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **{
+            "max_epochs": 1,
+            "accelerator": "cpu",
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+            **trainer_kwargs,
+        }
     )
     trainer.fit(module, datamodule=splitter)
     return trainer, module

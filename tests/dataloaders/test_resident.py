@@ -130,14 +130,6 @@ def test_unknown_loader_options_fail_listing_the_valid_names(manager) -> None:
         AnnDataLoader(manager, bogus=1)
 
 
-def test_a_tiny_last_training_batch_is_dropped(manager) -> None:
-    # 50 cells * 0.9 = 45 training cells: batches of 22 leave one cell, which batch norm
-    # cannot normalise in training mode.
-    splitter = DataSplitter(manager, batch_size=22)
-    assert splitter.drop_last
-    assert not DataSplitter(manager, batch_size=20).drop_last
-
-
 def test_minibatch_order_is_not_the_weight_initialisation_stream(manager, restore_seed) -> None:
     # settings.seed seeds torch's global generator, which draws the initial weights; an order
     # generator seeded with the same number would shuffle with those very random numbers.

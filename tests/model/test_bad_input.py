@@ -104,14 +104,14 @@ def test_untrained_model_answers_likelihood_queries_with_a_warning(query, sign):
 @pytest.mark.parametrize(
     ("indexing", "message"),
     [
-        ([np.array([0, 1, 1, 2]), np.array([3]), None], "duplicates"),
+        ([np.array([0, 1, 1, 2]), np.array([3]), None], "duplicate indexing in train"),
         ([np.array([0, 1, 2]), np.array([400]), None], "400"),
         ([np.array([0, 1, -1]), None, None], "-1"),
-        ([np.arange(0, 100), np.arange(50, 150), None], "both train and validation"),
-        ([np.array([], dtype=int), np.arange(10), None], "train"),
-        ([np.arange(10), np.arange(10, 20)], "3 index arrays"),
+        ([np.arange(0, 300), np.arange(250, 400), None], "between train and valid"),
+        ([np.array([], dtype=int), np.arange(400), None], "train"),
+        ([np.arange(10), np.arange(10, 20)], "missing indices"),
     ],
-    ids=["duplicates", "beyond-last-cell", "negative", "overlap", "empty-train", "two-arrays"],
+    ids=["duplicates", "beyond-last-cell", "negative", "overlap", "empty-train", "missing"],
 )
 def test_bad_external_indices(indexing, message):
     model = SCVI(_adata())

@@ -229,11 +229,18 @@ def test_train_external_indices_save_load_and_missing_query(tmp_path):
     assert repr(model).endswith("Training status: Trained")
     assert len(model.history_["elbo_train"]) == 2
 
-    # "Using External Indices": the tutorial's example arrays.
+    # "Using External Indices": the tutorial's example arrays. They leave out most cells,
+    # which scvi-tools 1.4.2 refuses (it raises a Warning), and so does cellvi.
     train_ind = np.array([1, 2, 3])
     valid_ind = np.array([4, 5, 6])
     test_ind = np.array(None)
     # The tutorial's snippet omits the manager, which cellvi's DataSplitter takes first.
+    with pytest.raises(Warning, match="There are missing indices"):
+        scvi.dataloaders.DataSplitter(
+            model.adata_manager, external_indexing=[train_ind, valid_ind, test_ind]
+        )
+    # With every other cell in the validation split, the snippet runs.
+    valid_ind = np.setdiff1d(np.arange(400), train_ind)
     data_splitter = scvi.dataloaders.DataSplitter(
         model.adata_manager, external_indexing=[train_ind, valid_ind, test_ind]
     )
@@ -363,16 +370,17 @@ def test_builtin_scvi_same_flow(tmp_path, caplog):
     np.testing.assert_array_equal(adata.obs["_scvi_batch"].to_numpy(), BATCHES)
 
     model.train(max_epochs=2, **TRAIN_KW)
+    # Every cell must be in some split (as in scvi-tools 1.4.2): the rest go to validation.
     model.train(
         max_epochs=1,
         datasplitter_kwargs={
-            "external_indexing": [np.array([1, 2, 3]), np.array([4, 5, 6]), np.array(None)]
+            "external_indexing": [np.array([1, 2, 3]), np.arange(4, 400), np.array([0])]
         },
         **TRAIN_KW,
     )
     np.testing.assert_array_equal(model.train_indices, [1, 2, 3])
-    np.testing.assert_array_equal(model.validation_indices, [4, 5, 6])
-    assert model.test_indices.size == 0
+    np.testing.assert_array_equal(model.validation_indices, np.arange(4, 400))
+    np.testing.assert_array_equal(model.test_indices, [0])
     model_dir = os.path.join(tmp_path, "saved_model")
     model.save(model_dir, save_anndata=True)
     latent = model.get_latent_representation()

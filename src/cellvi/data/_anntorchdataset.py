@@ -59,7 +59,8 @@ class AnnTorchDataset(Dataset):
         them as (a dict). ``None`` serves every non-empty field with its default dtype:
         int64 for categorical codes and cell indices, float32 for everything else.
     load_sparse_tensor
-        Serve fields stored sparse as torch sparse CSR tensors instead of dense arrays.
+        Serve fields stored sparse as torch sparse tensors of their layout (CSR or CSC)
+        instead of dense arrays.
         Fields stored dense stay dense.
 
     Examples
@@ -82,9 +83,13 @@ class AnnTorchDataset(Dataset):
         self.n_obs = int(adata.n_obs)
         self.load_sparse_tensor = load_sparse_tensor
         self.keys_and_dtypes = _select_keys(adata_manager, getitem_tensors)
+        stored = {key: adata_manager.get_from_registry(key) for key in self.keys_and_dtypes}
+        # CSC fields are held as CSR (minibatches take rows) but served in their own layout.
+        self.csc_keys = {
+            key for key, data in stored.items() if sparse.issparse(data) and data.format == "csc"
+        }
         self.data: dict[str, HostArray] = {
-            key: _to_host_array(adata_manager.get_from_registry(key), self.n_obs, key)
-            for key in self.keys_and_dtypes
+            key: _to_host_array(data, self.n_obs, key) for key, data in stored.items()
         }
 
     @property
@@ -108,21 +113,18 @@ class AnnTorchDataset(Dataset):
             rows = np.arange(self.n_obs)[indices]
         else:
             rows = as_cell_indices(np.atleast_1d(indices), self.n_obs)
-        return {
-            key: self._take(self.data[key], rows, dtype)
-            for key, dtype in self.keys_and_dtypes.items()
-        }
+        return {key: self._take(key, rows, dtype) for key, dtype in self.keys_and_dtypes.items()}
 
-    def _take(
-        self, data: HostArray, rows: np.ndarray, dtype: np.dtype
-    ) -> np.ndarray | torch.Tensor:
+    def _take(self, key: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray | torch.Tensor:
+        data = self.data[key]
         block = _read_rows(data, rows) if isinstance(data, ON_DISK) else data[rows]
         if not sparse.issparse(block):
             return np.ascontiguousarray(block, dtype=dtype)
         block = block.astype(dtype, copy=False)
-        if self.load_sparse_tensor:
-            return _to_torch_csr(sparse.csr_matrix(block))
-        return block.toarray()
+        if not self.load_sparse_tensor:
+            return block.toarray()
+        block = sparse.csr_matrix(block)
+        return _to_torch_sparse(block.tocsc() if key in self.csc_keys else block)
 
 
 def held_adata(adata_manager: AnnDataManager) -> AnnOrMuData:
@@ -198,15 +200,17 @@ def _read_rows(data: HostArray, rows: np.ndarray) -> np.ndarray | sparse.csr_mat
     return block[order] if unique.size != rows.size or (unique != rows).any() else block
 
 
-def _to_torch_csr(block: sparse.csr_matrix | sparse.csr_array) -> torch.Tensor:
+def _to_torch_sparse(block: sparse.csr_matrix | sparse.csc_matrix) -> torch.Tensor:
+    """A torch sparse tensor with the layout of ``block`` (CSR or CSC)."""
     if not block.has_canonical_format:
         block = block.copy()
-        block.sum_duplicates()  # also sorts column indices, which torch kernels expect
-    return torch.sparse_csr_tensor(
+        block.sum_duplicates()  # also sorts the indices, which torch kernels expect
+    build = torch.sparse_csc_tensor if block.format == "csc" else torch.sparse_csr_tensor
+    return build(
         torch.from_numpy(block.indptr.astype(np.int64)),
         torch.from_numpy(block.indices.astype(np.int64)),
         torch.from_numpy(block.data),
         size=block.shape,
-        # Rows sliced from a canonical scipy CSR already satisfy the invariants.
+        # Canonical scipy blocks already satisfy the invariants.
         check_invariants=False,
     )

@@ -3,81 +3,48 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
-import numpy.typing as npt
 import torch
 
 from cellvi._checks import check_positive_int, keyword_names
 from cellvi._settings import settings
 from cellvi.data import AnnDataManager, AnnTorchDataset
 from cellvi.data._anntorchdataset import held_adata
-from cellvi.dataloaders._ann_dataloader import AnnDataLoader, check_data_loader_kwargs
+from cellvi.dataloaders._ann_dataloader import (
+    AnnDataLoader,
+    check_data_loader_kwargs,
+    check_sampling_options,
+)
 from cellvi.dataloaders._device import check_device_resident, fits_on_device
 from cellvi.dataloaders._external_indexing import validate_external_indexing
+from cellvi.dataloaders._loaders import build_loader
 from cellvi.dataloaders._resident import ResidentTensors
 from cellvi.dataloaders._resident_loader import ResidentLoader
+from cellvi.dataloaders._split_sizes import fit_last_minibatch, split_sizes
 
 logger = logging.getLogger("cellvi")
 
-# Products such as 0.7 * 10 land a hair above 7 in floating point; rounding them first keeps
-# ceil/floor from adding or losing a cell. 9 digits stays exact for any realistic cell count.
-_SIZE_DIGITS = 9
+Splits = tuple[np.ndarray, np.ndarray, np.ndarray]
+Loader = AnnDataLoader | ResidentLoader
 
-
-def split_sizes(
-    n_cells: int, train_size: float = 0.9, validation_size: float | None = None
-) -> tuple[int, int]:
-    """Numbers of train and validation cells; the test split takes the remaining cells.
-
-    ``n_train = ceil(train_size * n_cells)``; ``n_val = floor(validation_size * n_cells)``, or
-    every cell not in train when ``validation_size`` is ``None``.
-
-    Parameters
-    ----------
-    n_cells
-        Number of cells to split.
-    train_size
-        Fraction of cells for training, in (0, 1].
-    validation_size
-        Fraction of cells for validation, in [0, 1); ``train_size + validation_size <= 1``.
-
-    Returns
-    -------
-    ``(n_train, n_val)``.
-    """
-    if not 0 < train_size <= 1:
-        raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
-    if validation_size is not None:
-        if not 0 <= validation_size < 1:
-            raise ValueError(f"validation_size must be in [0, 1), got {validation_size}.")
-        if round(train_size + validation_size, _SIZE_DIGITS) > 1:
-            raise ValueError(
-                f"train_size + validation_size must be at most 1, got {train_size} + "
-                f"{validation_size} = {train_size + validation_size}."
-            )
-    n_train = math.ceil(round(train_size * n_cells, _SIZE_DIGITS))
-    if n_train < 1:
-        raise ValueError(
-            f"train_size={train_size} of {n_cells} cells leaves no training cell; "
-            "the training split needs at least one."
-        )
-    if validation_size is None:
-        return n_train, n_cells - n_train
-    n_val = math.floor(round(validation_size * n_cells, _SIZE_DIGITS))
-    return n_train, min(n_val, n_cells - n_train)
+# AnnDataLoader arguments the splitter sets for each split itself.
+_SET_PER_SPLIT = {"adata_manager", "indices", "shuffle", "sampler"}
 
 
 class DataSplitter(pl.LightningDataModule):
     """Split the registered cells into train, validation and test sets, with their loaders.
 
     The splits are drawn at construction, so ``train_idx``, ``val_idx`` and ``test_idx`` can
-    be read right away. An empty validation (or test) split yields ``[]`` instead of a loader,
-    which Lightning takes as "no validation loop" (it warns that the list is empty).
+    be read right away. In cell order (or in a random order, with ``shuffle_set_split``) the
+    first ``n_val`` cells are for validation, the next ``n_train`` for training and the rest
+    for testing; the random order is numpy's ``RandomState(cellvi.settings.seed)``
+    permutation, so a seed gives the splits scvi-tools gives with it. An empty validation
+    (or test) split yields ``[]`` instead of a loader, which Lightning takes as "no
+    validation loop".
 
     Two data paths serve the minibatches. The device-resident path (``device_resident``)
     moves the registered data once to the training device and gathers each minibatch there;
@@ -92,22 +59,25 @@ class DataSplitter(pl.LightningDataModule):
     adata_manager
         Manager holding the registered AnnData.
     train_size
-        Fraction of cells for training, in (0, 1]; ``ceil(train_size * n_cells)`` cells.
+        Fraction of cells for training, in (0, 1]: ``ceil(train_size * n_cells)`` cells.
+        ``None`` (or 0) means 0.9, and then one or two cells that would make a last training
+        minibatch of their own move to the validation set (see :func:`fit_last_minibatch`).
     validation_size
-        Fraction of cells for validation, in [0, 1); ``floor(validation_size * n_cells)``
+        Fraction of cells for validation, in [0, 1): ``floor(n_cells * validation_size)``
         cells. ``None`` puts every non-training cell in validation (no test cells).
     shuffle_set_split
-        Draw the splits at random (reproducible under ``cellvi.settings.seed``); ``False``
-        takes train, then validation, then test in cell order.
+        Draw the splits at random; ``False`` takes validation, then train, then test in cell
+        order.
     load_sparse_tensor
-        Yield fields stored sparse as torch sparse CSR tensors (host path).
+        Yield fields stored sparse as torch sparse tensors of their layout (host path); they
+        are made dense once on the training device (``on_after_batch_transfer``).
     pin_memory
         Pin minibatches in page-locked memory, for faster copies to a GPU (host path).
     external_indexing
-        ``[train, validation, test]`` arrays of cell indices used as given instead of drawing
-        splits (sizes are then ignored). Train must be non-empty; validation and test may be
-        ``None`` or empty; no index may repeat within or across splits. Cells in none of
-        them are not used.
+        ``[train, validation, test]`` numpy arrays of cell indices used as given instead of
+        drawing splits (sizes are then ignored); validation and test may be missing or
+        ``None``. Together they must hold every cell exactly once (see
+        :func:`validate_external_indexing`).
     device_resident
         ``"auto"``: hold the data on the training device when they fit, no host-only
         option is given and the AnnData is not backed; ``True``: always (an error when
@@ -121,24 +91,30 @@ class DataSplitter(pl.LightningDataModule):
     data_and_attributes
         Registry keys to load (see :class:`AnnTorchDataset`); ``None`` loads every field.
     **data_loader_kwargs
-        Further :class:`torch.utils.data.DataLoader` arguments of the host loader
-        (``persistent_workers``, ``prefetch_factor``, ...); an unknown name is an error.
+        Further arguments of the host loaders: :class:`AnnDataLoader`'s (``iter_ndarray``,
+        ``distributed_sampler``, ``drop_dataset_tail``) and
+        :class:`torch.utils.data.DataLoader`'s (``persistent_workers``, ...). An unknown name
+        is an error listing the valid ones.
 
     Attributes
     ----------
     train_idx, val_idx, test_idx
         Cell indices (int64 arrays) of each split.
+    n_train, n_val
+        Number of training and validation cells.
     """
+
+    data_loader_cls = AnnDataLoader
 
     def __init__(
         self,
         adata_manager: AnnDataManager,
-        train_size: float = 0.9,
+        train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
         load_sparse_tensor: bool = False,
         pin_memory: bool = False,
-        external_indexing: Sequence[npt.ArrayLike | None] | None = None,
+        external_indexing: Sequence[np.ndarray | None] | None = None,
         device_resident: bool | Literal["auto"] = "auto",
         batch_size: int | None = None,
         drop_last: bool = False,
@@ -150,16 +126,27 @@ class DataSplitter(pl.LightningDataModule):
         check_device_resident(device_resident)
         check_data_loader_kwargs(
             data_loader_kwargs,
-            "DataSplitter",
-            keyword_names(DataSplitter.__init__) - {"adata_manager"},
+            type(self).__name__,
+            (keyword_names(AnnDataLoader.__init__) | keyword_names(DataSplitter.__init__))
+            - _SET_PER_SPLIT,
+        )
+        if "sampler" in data_loader_kwargs:
+            raise TypeError(
+                f"{type(self).__name__} builds the sampler of each split itself; sampler= "
+                "belongs to a single AnnDataLoader."
+            )
+        check_sampling_options(
+            distributed_sampler=data_loader_kwargs.get("distributed_sampler", False),
+            drop_dataset_tail=data_loader_kwargs.get("drop_dataset_tail", False),
         )
         adata = held_adata(adata_manager)
         self.adata_manager = adata_manager
-        self.train_size = train_size
+        self.train_size = train_size or None
         self.validation_size = validation_size
         self.shuffle_set_split = shuffle_set_split
         self.load_sparse_tensor = load_sparse_tensor
         self.pin_memory = pin_memory
+        self.external_indexing = external_indexing
         self.batch_size = check_positive_int(
             "batch_size", settings.batch_size if batch_size is None else batch_size
         )
@@ -168,33 +155,52 @@ class DataSplitter(pl.LightningDataModule):
         self.data_and_attributes = data_and_attributes
         self.data_loader_kwargs = data_loader_kwargs
         self.device_resident = device_resident
+        # Whether the training, and the validation and test, loaders shuffle.
+        self._shuffles = (True, False)
         self._check_data_path()
-        n_cells = int(adata.n_obs)
-        if external_indexing is not None:
-            self.train_idx, self.val_idx, self.test_idx = validate_external_indexing(
-                external_indexing, n_cells
-            )
-        else:
-            self.train_idx, self.val_idx, self.test_idx = self._draw_splits(n_cells)
+        self.resident: ResidentTensors | None = None
+        self.train_idx, self.val_idx, self.test_idx = self._split(int(adata.n_obs))
         self.n_train = int(self.train_idx.size)
         self.n_val = int(self.val_idx.size)
-        self.resident: ResidentTensors | None = None
-        remainder = self.n_train % self.batch_size
-        if not self.drop_last and 0 < remainder < 3 and self.n_train > self.batch_size:
-            # A minibatch of one or two cells gives batch norm no usable statistics (one cell
-            # is an error in training mode); dropping it loses those cells for one epoch only.
-            logger.info("Dropping the last training minibatch of %d cells each epoch.", remainder)
-            self.drop_last = True
 
-    def _host_only_options(self) -> list[str]:
-        """The options given that only the host loader can honour."""
-        given = {
+    # Splits --------------------------------------------------------------------------------
+
+    def _split(self, n_cells: int) -> Splits:
+        """The train, validation and test cells (a subclass may split groups apart)."""
+        if self.external_indexing is not None:
+            splits = validate_external_indexing(self.external_indexing, n_cells)
+            self._fit_last_minibatch(splits[0].size, splits[1].size, move_to_validation=False)
+            return splits
+        return self._draw(np.arange(n_cells, dtype=np.int64))
+
+    def _draw(self, cells: np.ndarray) -> Splits:
+        """Split ``cells`` by the sizes: validation first, then train, then test."""
+        n_train, n_val = split_sizes(cells.size, self.train_size, self.validation_size)
+        n_train, n_val = self._fit_last_minibatch(
+            n_train, n_val, move_to_validation=self.train_size is None
+        )
+        if self.shuffle_set_split:
+            cells = cells[np.random.RandomState(seed=settings.seed).permutation(cells.size)]
+        return cells[n_val : n_val + n_train], cells[:n_val], cells[n_val + n_train :]
+
+    def _fit_last_minibatch(
+        self, n_train: int, n_val: int, move_to_validation: bool
+    ) -> tuple[int, int]:
+        n_train, n_val, self.drop_last = fit_last_minibatch(
+            n_train, n_val, self.batch_size, self.drop_last, move_to_validation
+        )
+        return n_train, n_val
+
+    # Data paths ----------------------------------------------------------------------------
+
+    def _host_only_options(self) -> dict[str, Any]:
+        """The options only the host loader has, as given."""
+        return {
             "load_sparse_tensor": self.load_sparse_tensor,
             "pin_memory": self.pin_memory,
             "num_workers": self.num_workers,
             **self.data_loader_kwargs,
         }
-        return [name for name, value in given.items() if value]
 
     def _is_backed(self) -> bool:
         # A backed AnnData's matrix stays in its file; minibatches read it there.
@@ -208,21 +214,19 @@ class DataSplitter(pl.LightningDataModule):
                 "is read from the file for each minibatch. Load it (adata.to_memory()), or "
                 "pass device_resident='auto' or False."
             )
-        host_only = self._host_only_options()
+        host_only = [name for name, value in self._host_only_options().items() if value]
         if host_only and self.device_resident is True:
             raise ValueError(
-                f"device_resident=True cannot honour {', '.join(host_only)}: these belong to the "
-                "host loader. Drop them, or pass device_resident='auto' or False."
+                f"{type(self).__name__} with device_resident=True cannot honour "
+                f"{', '.join(host_only)}: these belong to the host loader. Drop them, or pass "
+                "device_resident='auto' or False."
             )
 
-    def _draw_splits(self, n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n_train, n_val = split_sizes(n_cells, self.train_size, self.validation_size)
-        if self.shuffle_set_split:
-            order = np.random.default_rng(settings.seed).permutation(n_cells)
-        else:
-            order = np.arange(n_cells)
-        order = order.astype(np.int64, copy=False)
-        return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+    def _resident_device(self) -> torch.device:
+        """Where the resident copy goes: the training device (the CPU outside a fit)."""
+        if self.trainer is None:
+            return torch.device("cpu")
+        return self.trainer.strategy.root_device
 
     def setup(self, stage: str | None = None) -> None:
         """Move the data to the training device when the resident path is chosen.
@@ -230,13 +234,12 @@ class DataSplitter(pl.LightningDataModule):
         The splits themselves are drawn at construction, so users can read them before
         training.
         """
-        device = (
-            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        )
+        device = self._resident_device()
         if self.resident is not None and self.resident.device == device:
             return
         self.release()
-        if self.device_resident is False or self._host_only_options() or self._is_backed():
+        host_only = any(self._host_only_options().values())
+        if self.device_resident is False or host_only or self._is_backed():
             return
         dataset = AnnTorchDataset(self.adata_manager, self.data_and_attributes)
         if self.device_resident == "auto" and not fits_on_device(
@@ -263,38 +266,64 @@ class DataSplitter(pl.LightningDataModule):
         """Release the resident data when a fit fails."""
         self.release()
 
-    def _loader(
-        self, indices: np.ndarray, shuffle: bool, drop_last: bool
-    ) -> AnnDataLoader | ResidentLoader:
+    # Loaders -------------------------------------------------------------------------------
+
+    def _loader_options(self) -> dict[str, Any]:
+        """Arguments of every split's loader beyond its cells and minibatching."""
         if self.resident is not None:
-            return ResidentLoader(
-                self.resident, indices, self.batch_size, shuffle=shuffle, drop_last=drop_last
+            return {"resident": self.resident}
+        if self.device_resident is True:
+            raise RuntimeError(
+                f"{type(self).__name__} serves the data from the device: call setup() first "
+                "(Lightning does at the start of a fit)."
             )
-        return AnnDataLoader(
+        return {
+            "data_and_attributes": self.data_and_attributes,
+            "loader_cls": self.data_loader_cls,
+            **self._host_only_options(),
+        }
+
+    def _minibatch_size(self, indices: np.ndarray) -> int:
+        """Cells per minibatch of a split's loader."""
+        return self.batch_size
+
+    def _loader(self, indices: np.ndarray, shuffle: bool, drop_last: bool) -> Loader:
+        return build_loader(
             self.adata_manager,
-            indices=indices,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            data_and_attributes=self.data_and_attributes,
-            load_sparse_tensor=self.load_sparse_tensor,
-            pin_memory=self.pin_memory,
-            num_workers=self.num_workers,
-            **self.data_loader_kwargs,
+            indices,
+            self._minibatch_size(indices),
+            shuffle,
+            drop_last,
+            **self._loader_options(),
         )
 
-    def train_dataloader(self) -> AnnDataLoader | ResidentLoader:
-        """Shuffled minibatches of the training cells."""
-        return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
+    def train_dataloader(self) -> Loader:
+        """Minibatches of the training cells, in a new order each epoch."""
+        return self._loader(self.train_idx, shuffle=self._shuffles[0], drop_last=self.drop_last)
 
-    def val_dataloader(self) -> AnnDataLoader | ResidentLoader | list:
+    def val_dataloader(self) -> Loader | list:
         """Minibatches of the validation cells, in order; ``[]`` (no loop) when there are none."""
         if self.val_idx.size == 0:
             return []
-        return self._loader(self.val_idx, shuffle=False, drop_last=False)
+        return self._loader(self.val_idx, shuffle=self._shuffles[1], drop_last=False)
 
-    def test_dataloader(self) -> AnnDataLoader | ResidentLoader | list:
+    def test_dataloader(self) -> Loader | list:
         """Minibatches of the test cells, in order; ``[]`` (no loop) when there are none."""
         if self.test_idx.size == 0:
             return []
-        return self._loader(self.test_idx, shuffle=False, drop_last=False)
+        return self._loader(self.test_idx, shuffle=self._shuffles[1], drop_last=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Make sparse fields dense once they are on the training device."""
+        return _densified(batch) if self.load_sparse_tensor else batch
+
+
+def _densified(batch: Any) -> Any:
+    """``batch`` with each torch sparse tensor in it (nested dicts, tuples, lists) made dense."""
+    if isinstance(batch, torch.Tensor):
+        return batch if batch.layout == torch.strided else batch.to_dense()
+    if isinstance(batch, dict):
+        return {key: _densified(value) for key, value in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_densified(value) for value in batch)
+    return batch

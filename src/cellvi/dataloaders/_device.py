@@ -1,4 +1,4 @@
-"""Whether registered data fit on a device."""
+"""Which device Lightning's names pick, and whether registered data fit on a device."""
 
 from __future__ import annotations
 
@@ -33,3 +33,20 @@ def _available_host_memory() -> float:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return float("inf")
+
+
+def resolve_device(accelerator: str, device: int | str) -> torch.device:
+    """The torch device that ``accelerator`` and ``device`` name, as Lightning would pick it.
+
+    ``"auto"`` means the first CUDA device when there is one, else the CPU: the same choice
+    ``train(accelerator="auto")`` makes, so a loaded model lives where a fresh fit would.
+    """
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if accelerator not in ("auto", "gpu", "cuda"):
+        raise ValueError(f"accelerator={accelerator!r}; use 'auto', 'cpu', 'gpu' or 'cuda'.")
+    if not torch.cuda.is_available():
+        if accelerator == "auto":
+            return torch.device("cpu")
+        raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available.")
+    return torch.device("cuda" if device == "auto" else f"cuda:{int(device)}")

@@ -3,91 +3,94 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
 
 import numpy as np
-import numpy.typing as npt
 
 from cellvi.data._indices import check_in_range
 
-SPLIT_NAMES = ("train", "validation", "test")
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+class ExternalIndexingError(ValueError, UserWarning):
+    """Duplicated or missing cells in ``external_indexing``.
+
+    scvi-tools raises these two problems as a bare ``Warning``; this error is both a
+    ``ValueError`` (like cellvi's other refusals) and a ``Warning``, so code written for
+    either library catches it.
+    """
 
 
 def validate_external_indexing(
-    external_indexing: Sequence[npt.ArrayLike | None], n_cells: int
+    external_indexing: Sequence[np.ndarray | None], n_cells: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check ``[train, validation, test]`` cell indices and return them as int64 arrays.
 
     Parameters
     ----------
     external_indexing
-        A list or tuple of three 1-D integer arrays. Train must be non-empty; validation
-        and test may be ``None`` or empty (``np.array(None)`` counts as ``None``).
+        A list (or tuple) of up to three 1-D integer numpy arrays, in the order train,
+        validation, test. Missing trailing entries, ``None`` and ``np.array(None)`` are empty
+        splits. Together the splits must cover every cell exactly once, and train must have
+        cells.
     n_cells
         Number of registered cells.
 
     Returns
     -------
-    The train, validation and test indices (empty arrays for missing splits).
+    The train, validation and test indices, in the order given.
 
     Raises
     ------
+    ExternalIndexingError
+        A split repeats a cell, or some cell is in no split.
     ValueError
-        Naming the problem: wrong container or length, a non-integer or non-1-D entry, an
-        index out of ``[0, n_cells)``, duplicates within a split or shared between splits,
-        or an empty train split.
+        Anything else: not a list, more than three entries, an entry that is not a 1-D integer
+        numpy array, an index out of range, a cell in two splits, an empty train split.
     """
-    if not isinstance(external_indexing, list | tuple) or len(external_indexing) != 3:
-        found = (
-            f"{len(external_indexing)} entries"
-            if isinstance(external_indexing, list | tuple)
-            else type(external_indexing).__name__
-        )
+    if not isinstance(external_indexing, list | tuple):
+        raise ValueError("External indexing is not of list type")
+    if len(external_indexing) > 3:
         raise ValueError(
-            "external_indexing must be a list of 3 index arrays [train, validation, test] "
-            f"(validation and test may be None), got {found}."
+            "external_indexing holds at most 3 index arrays [train, validation, test], got "
+            f"{len(external_indexing)} entries."
         )
+    entries = list(external_indexing) + [None] * (3 - len(external_indexing))
     splits = tuple(
-        _as_split(entry, name, n_cells)
-        for entry, name in zip(external_indexing, SPLIT_NAMES, strict=True)
+        _as_split(entry, name, n_cells) for entry, name in zip(entries, SPLIT_NAMES, strict=True)
     )
+    for name, split in zip(SPLIT_NAMES, splits, strict=True):
+        if np.unique(split).size < split.size:
+            raise ExternalIndexingError(f"There are duplicate indexing in {name} set")
+    if np.unique(np.concatenate(splits)).size < n_cells:
+        raise ExternalIndexingError("There are missing indices please fix or remove those lines")
+    for first, second in ((0, 1), (0, 2), (2, 1)):
+        if np.intersect1d(splits[first], splits[second]).size:
+            raise ValueError(
+                f"There are overlapping indexing between {SPLIT_NAMES[first]} and "
+                f"{SPLIT_NAMES[second]} sets"
+            )
     if splits[0].size == 0:
         raise ValueError("external_indexing: the train indices are empty; train needs cells.")
-    for (first, a), (second, b) in combinations(zip(SPLIT_NAMES, splits, strict=True), 2):
-        shared = np.intersect1d(a, b)
-        if shared.size:
-            raise ValueError(
-                f"external_indexing: indices {_preview(shared)} appear in both {first} and "
-                f"{second}; the splits must be disjoint."
-            )
     return splits
 
 
-def _as_split(entry: npt.ArrayLike | None, name: str, n_cells: int) -> np.ndarray:
-    array = None if entry is None else np.asarray(entry)
-    # ``np.array(None)`` is how the scvi-tools docs spell a missing split.
-    if array is None or (array.dtype == object and array.ndim == 0 and array.item() is None):
+def _as_split(entry: np.ndarray | None, name: str, n_cells: int) -> np.ndarray:
+    # ``np.array(None)`` is how scvi-tools' documentation spells a missing split.
+    if entry is None or (
+        isinstance(entry, np.ndarray) and entry.dtype == object and entry.ndim == 0
+    ):
         return np.empty(0, dtype=np.int64)
-    if array.ndim != 1:
+    if not isinstance(entry, np.ndarray):
+        raise ValueError("One of the given external indexing arrays is not a np.array")
+    if entry.ndim != 1:
         raise ValueError(
-            f"external_indexing: the {name} indices must be a 1-D array, got shape {array.shape}."
+            f"external_indexing: the {name} indices must be a 1-D array, got shape {entry.shape}."
         )
-    if array.size == 0:
+    if entry.size == 0:
         return np.empty(0, dtype=np.int64)
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+    if entry.dtype == bool or not np.issubdtype(entry.dtype, np.integer):
         raise ValueError(
-            f"external_indexing: the {name} indices must be integers, got dtype {array.dtype}."
+            f"external_indexing: the {name} indices must be integers, got dtype {entry.dtype}."
         )
-    check_in_range(array, n_cells, f"external_indexing ({name})")
-    unique, counts = np.unique(array, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(
-            f"external_indexing: the {name} indices contain duplicates: "
-            f"{_preview(unique[counts > 1])}."
-        )
-    return array.astype(np.int64, copy=False)
-
-
-def _preview(values: np.ndarray, limit: int = 10) -> str:
-    shown = ", ".join(str(int(v)) for v in values[:limit])
-    return f"[{shown}{', ...' if values.size > limit else ''}]"
+    check_in_range(entry, n_cells, f"external_indexing ({name})")
+    return entry.astype(np.int64, copy=False)

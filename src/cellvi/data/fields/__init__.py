@@ -2,7 +2,7 @@
 
 from cellvi.data.fields._base import BaseAnnDataField
 from cellvi.data.fields._joint_obs import CategoricalJointObsField, NumericalJointObsField
-from cellvi.data.fields._labels import LabelsWithUnlabeledObsField
+from cellvi.data.fields._labels_with_unlabeled import LabelsWithUnlabeledObsField
 from cellvi.data.fields._layer import LayerField
 from cellvi.data.fields._mudata import (
     BaseMuDataWrapperClass,

@@ -10,7 +10,7 @@ from rich.table import Table
 from cellvi.data._mudata import AnnOrMuData, get_modality, is_mudata
 from cellvi.data.fields._base import BaseAnnDataField, FieldData
 from cellvi.data.fields._joint_obs import CategoricalJointObsField, NumericalJointObsField
-from cellvi.data.fields._labels import LabelsWithUnlabeledObsField
+from cellvi.data.fields._labels_with_unlabeled import LabelsWithUnlabeledObsField
 from cellvi.data.fields._layer import LayerField
 from cellvi.data.fields._obs import CategoricalObsField, NumericalObsField
 from cellvi.data.fields._obsm import ObsmField

@@ -14,6 +14,7 @@ import torch
 from anndata import AnnData
 
 from cellvi._version import __version__
+from cellvi.dataloaders._device import resolve_device
 from cellvi.model.base._files import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -195,23 +196,6 @@ def _json_checked(value: dict[str, Any], what: str) -> dict[str, Any]:
                 "never code or pickled objects. Pass plain values (numbers, strings, lists)."
             ) from error
     return value
-
-
-def resolve_device(accelerator: str, device: int | str) -> torch.device:
-    """The torch device that ``accelerator`` and ``device`` name, as Lightning would pick it.
-
-    ``"auto"`` means the first CUDA device when there is one, else the CPU: the same choice
-    ``train(accelerator="auto")`` makes, so a loaded model lives where a fresh fit would.
-    """
-    if accelerator == "cpu":
-        return torch.device("cpu")
-    if accelerator not in ("auto", "gpu", "cuda"):
-        raise ValueError(f"accelerator={accelerator!r}; use 'auto', 'cpu', 'gpu' or 'cuda'.")
-    if not torch.cuda.is_available():
-        if accelerator == "auto":
-            return torch.device("cpu")
-        raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available.")
-    return torch.device("cuda" if device == "auto" else f"cuda:{int(device)}")
 
 
 @contextlib.contextmanager
