@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Number
 
 import torch
@@ -175,6 +176,22 @@ class NegativeBinomial(Distribution):
                 raise ValueError("This distribution was built without `scale`.")
             return self.scale
         raise ValueError(f"Unknown key {key!r}: expected 'mu' or 'scale'.")
+
+    def _validate_sample(self, value: Tensor) -> None:
+        """Warn (as scvi-tools does, not raise) when ``value`` holds non-counts.
+
+        Normalised or ambient-corrected data hold non-integers that users still score; the
+        log-pmf extends to them through ``lgamma``, so a warning says it without stopping them.
+        """
+        if not isinstance(value, Tensor):
+            raise ValueError(f"The value argument to log_prob must be a Tensor, got {value!r}.")
+        if not bool(self.support.check(value).all()):
+            warnings.warn(
+                "The value argument must be within the support of the distribution "
+                "(non-negative integer counts).",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # The elementwise and the per-cell summed log-pmf, fed ``_batch_parameters()``.
     _log_pmf = staticmethod(log_nb_positive)
