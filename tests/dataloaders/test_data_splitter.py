@@ -106,13 +106,13 @@ def test_default_train_size_without_validation_moves_the_cells_to_test(manager):
 
 
 def test_a_chosen_train_size_keeps_its_cells_with_a_warning(manager):
-    with pytest.warns(UserWarning, match="2 cell\\(s\\)"):
+    with pytest.warns(UserWarning, match="has 2 cells"):
         two_left = DataSplitter(manager, train_size=0.9, batch_size=43)
     assert two_left.n_train == 45 and not two_left.drop_last
-    # One cell alone breaks batch norm in training mode: it sits out each epoch instead.
-    with pytest.warns(UserWarning, match="left out of every epoch"):
-        one_left = DataSplitter(manager, train_size=0.9, batch_size=22)
-    assert one_left.n_train == 45 and one_left.drop_last
+    # One cell alone breaks batch norm in training mode: refused before training, clearly.
+    with pytest.raises(ValueError, match="would hold 1 cell.*drop_last"):
+        DataSplitter(manager, train_size=0.9, batch_size=22)
+    one_left = DataSplitter(manager, train_size=0.9, batch_size=22, drop_last=True)
     assert [len(b[REGISTRY_KEYS.X_KEY]) for b in one_left.train_dataloader()] == [22, 22]
 
 

@@ -93,6 +93,6 @@ def test_invalid_external_indexing_raises_naming_the_problem(manager, external_i
 
 
 def test_a_tiny_last_batch_of_given_splits_only_warns(manager):
-    with pytest.warns(UserWarning, match="2 cell\\(s\\)"):
+    with pytest.warns(UserWarning, match="has 2 cells"):
         splitter = DataSplitter(manager, batch_size=14, external_indexing=[TRAIN, VALID, TEST])
     assert splitter.n_train == 30 and not splitter.drop_last

@@ -61,9 +61,9 @@ def fit_last_minibatch(
     Batch normalisation gets no usable statistics from such a minibatch (one cell is an
     error in training mode). With the default ``train_size`` (``move_to_validation``) the
     few cells leave the training set, for the validation set when it has cells (else the
-    test set), as scvi-tools does. With a train size the user chose, they stay and a warning
-    says so; a single cell is then left out of each epoch (``drop_last``), where scvi-tools
-    would fail.
+    test set), as scvi-tools does. With a train size the user chose, two cells stay with a
+    warning; a single cell is refused before training (scvi-tools fails in batch norm at the
+    first epoch's end instead), naming the two ways out.
 
     Returns
     -------
@@ -83,16 +83,16 @@ def fit_last_minibatch(
             )
             return n_train - remainder, n_val + remainder, drop_last
         return n_train - remainder, n_val, drop_last
-    dropped = remainder == 1
-    warnings.warn(
-        f"The last training minibatch has {remainder} cell(s) (batch_size={batch_size}); "
-        + (
-            "it is left out of every epoch, as one cell breaks batch normalisation. "
-            if dropped
-            else ""
+    if remainder == 1:
+        raise ValueError(
+            f"The last training minibatch would hold 1 cell ({n_train} training cells, "
+            f"batch_size={batch_size}), which batch normalisation cannot train on. Pass "
+            "datasplitter_kwargs={'drop_last': True}, or change batch_size or train_size."
         )
-        + "Change batch_size or the split to avoid it.",
+    warnings.warn(
+        f"The last training minibatch has {remainder} cells (batch_size={batch_size}); "
+        "change batch_size or the split to avoid it.",
         UserWarning,
         stacklevel=3,
     )
-    return n_train, n_val, dropped
+    return n_train, n_val, drop_last

@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cellvi.model.base._constants import SAVE_KEYS
 from cellvi.model.base._files import ModelFileError, ModelPaths, SavedModel
-
-SCVI_TOOLS_FILE = "model.pt"
 
 #: What an scvi-tools model file may construct: data, never behaviour.
 _ALLOWED = {
@@ -101,7 +100,7 @@ def read_scvi_tools_model(paths: ModelPaths, model_class: str, read_adata: bool)
         When the file asks to construct anything but data, is not an scvi-tools model file,
         holds another model class, or no AnnData is at hand.
     """
-    path = paths.directory / f"{paths.prefix}{SCVI_TOOLS_FILE}"
+    path = paths.directory / f"{paths.prefix}{SAVE_KEYS.MODEL_FNAME}"
     try:
         content = torch.load(
             path, map_location="cpu", pickle_module=_RestrictedPickle, weights_only=False
@@ -111,9 +110,10 @@ def read_scvi_tools_model(paths: ModelPaths, model_class: str, read_adata: bool)
             f"{path} was not loaded: {error}. cellvi reads scvi-tools files as data only; "
             "this one is either not an scvi-tools model file or was tampered with."
         ) from error
-    if not isinstance(content, dict) or not {"model_state_dict", "attr_dict"} <= set(content):
+    required = {SAVE_KEYS.MODEL_STATE_DICT_KEY, SAVE_KEYS.ATTR_DICT_KEY}
+    if not isinstance(content, dict) or not required <= set(content):
         raise ModelFileError(f"{path} is not an scvi-tools model file (no model_state_dict).")
-    attributes = content["attr_dict"]
+    attributes = content[SAVE_KEYS.ATTR_DICT_KEY]
     registry = _plain(attributes.get("registry_") or {})
     saved_class = registry.get("model_name")
     if saved_class != model_class:
@@ -123,7 +123,7 @@ def read_scvi_tools_model(paths: ModelPaths, model_class: str, read_adata: bool)
         )
     weights = {
         name: tensor
-        for name, tensor in content["model_state_dict"].items()
+        for name, tensor in content[SAVE_KEYS.MODEL_STATE_DICT_KEY].items()
         if isinstance(tensor, torch.Tensor)  # scvi-tools also stores its Pyro param store here
     }
     description = {
@@ -145,7 +145,7 @@ def read_scvi_tools_model(paths: ModelPaths, model_class: str, read_adata: bool)
 
 def has_scvi_tools_model(directory: Path, prefix: str) -> bool:
     """Whether ``directory`` holds an scvi-tools model file under ``prefix``."""
-    return (directory / f"{prefix}{SCVI_TOOLS_FILE}").is_file()
+    return (directory / f"{prefix}{SAVE_KEYS.MODEL_FNAME}").is_file()
 
 
 def _training_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
