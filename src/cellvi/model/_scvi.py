@@ -15,11 +15,16 @@ from cellvi.data.fields import (
     NumericalObsField,
 )
 from cellvi.model._library_prior import library_size_prior
-from cellvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from cellvi.model.base import (
+    BaseModelClass,
+    EmbeddingMixin,
+    UnsupervisedTrainingMixin,
+    VAEMixin,
+)
 from cellvi.module import VAE
 
 
-class SCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SCVI(EmbeddingMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """single-cell Variational Inference (Lopez et al. 2018) on registered raw counts.
 
     Parameters

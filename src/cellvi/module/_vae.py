@@ -15,8 +15,8 @@ from cellvi._constants import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import check_choice, norm_flags
-from cellvi.module.base import BaseModuleClass, LossOutput
-from cellvi.nn import DecoderSCVI, Embedding, Encoder
+from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput
+from cellvi.nn import DecoderSCVI, Encoder
 from cellvi.nn._scvi_tools_weights import decoder_weights, encoder_weights, prefixed, take
 
 Tensor = torch.Tensor
@@ -26,7 +26,7 @@ _LATENTS = ("normal", "ln")
 _BATCH_REPRESENTATIONS = ("one-hot", "embedding")
 
 
-class VAE(BaseModuleClass):
+class VAE(EmbeddingModuleMixin, BaseModuleClass):
     """Variational auto-encoder of single-cell counts (scVI, Lopez et al. 2018).
 
     Where each covariate goes (the data flow)
@@ -176,11 +176,10 @@ class VAE(BaseModuleClass):
         batch_width = 0
         if batch_representation == "embedding":
             embedding_kwargs = {"embedding_dim": 5, **(batch_embedding_kwargs or {})}
-            self.batch_embedding = Embedding(max(n_batch, 1), **embedding_kwargs)
+            self.init_embedding(REGISTRY_KEYS.BATCH_KEY, max(n_batch, 1), **embedding_kwargs)
             batch_width = self.batch_embedding.embedding_dim
             batch_as_category: list[int] = []
         else:
-            self.batch_embedding = None
             batch_as_category = [n_batch]
         covariate_categories = batch_as_category + self.n_cats_per_cov
 
@@ -266,7 +265,8 @@ class VAE(BaseModuleClass):
             px_r = take(source, "px_r")
             weights["px_r"] = px_r[None] if px_r.dim() == 1 else px_r.T.contiguous()
         if self.batch_embedding is not None:
-            weights["batch_embedding.weight"] = take(source, "_embeddings_dict.batch.weight")
+            key = "_embeddings_dict.batch.weight"
+            weights[key] = take(source, key)
         if self.library_log_means is not None:
             for name in ("library_log_means", "library_log_vars"):
                 weights[name] = take(source, name).reshape(-1, 1)
@@ -330,7 +330,7 @@ class VAE(BaseModuleClass):
         if cont_covs is not None:
             extra.append(cont_covs.to(values.dtype))
         if self.batch_embedding is not None:
-            extra.append(self.batch_embedding(batch_index))
+            extra.append(self.compute_embedding(REGISTRY_KEYS.BATCH_KEY, batch_index))
             return _concat(values, extra), columns
         return _concat(values, extra), [batch_index, *columns]
 

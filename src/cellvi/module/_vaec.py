@@ -21,8 +21,8 @@ from cellvi._constants import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import check_choice
-from cellvi.module.base import BaseModuleClass, LossOutput
-from cellvi.nn import Classifier, Embedding, Encoder, FCLayers
+from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput
+from cellvi.nn import Classifier, Encoder, FCLayers
 from cellvi.nn._codes import as_code_vector
 from cellvi.nn._scvi_tools_weights import (
     classifier_weights,
@@ -38,7 +38,7 @@ Tensor = torch.Tensor
 FINE_LABELS_KEY = "fine_labels"
 
 
-class VAEC(BaseModuleClass):
+class VAEC(EmbeddingModuleMixin, BaseModuleClass):
     """Conditional variational auto-encoder of counts given each cell's label (CondSCVI).
 
     The label ``y`` (a cell type) enters both networks: the encoder infers
@@ -135,11 +135,10 @@ class VAEC(BaseModuleClass):
         self.latent_distribution = "normal"
         self.register_buffer("ct_weight", _label_weights(ct_weight, n_labels))
 
-        self.batch_embedding = None
         batch_width = 0
         if n_batch >= 1:
             embedding_kwargs = {"embedding_dim": 5, **(batch_embedding_kwargs or {})}
-            self.batch_embedding = Embedding(n_batch, **embedding_kwargs)
+            self.init_embedding(REGISTRY_KEYS.BATCH_KEY, n_batch, **embedding_kwargs)
             batch_width = self.batch_embedding.embedding_dim
 
         layer_kwargs = {
@@ -199,7 +198,8 @@ class VAEC(BaseModuleClass):
         # scvi-tools before 1.3 had no per-label bias: zeros compute the same.
         weights["per_ct_bias"] = source.get("per_ct_bias", torch.zeros_like(self.per_ct_bias))
         if self.batch_embedding is not None:
-            weights["batch_embedding.weight"] = take(source, "_embeddings_dict.batch.weight")
+            key = "_embeddings_dict.batch.weight"
+            weights[key] = take(source, key)
         if self.classifier is not None:
             mapping = fclayers_weights(self.linear_mapping, source, "linear_mapping.")
             weights.update(prefixed(mapping, "linear_mapping."))
@@ -239,7 +239,7 @@ class VAEC(BaseModuleClass):
                     f"This VAEC was built for {self.n_batch} batches; give batch_index."
                 )
             batch_index = torch.zeros(values.shape[-2], dtype=torch.long, device=values.device)
-        embedded = self.batch_embedding(batch_index)
+        embedded = self.compute_embedding(REGISTRY_KEYS.BATCH_KEY, batch_index)
         return torch.cat([values, embedded.expand(*values.shape[:-1], -1)], dim=-1)
 
     # Inference and generative model ------------------------------------------------------

@@ -113,6 +113,20 @@ class FCLayers(torch.nn.Module):
                 post.append(torch.nn.Dropout(p=dropout_rate))
             self.transforms.append(torch.nn.Sequential(*post))
 
+    @property
+    def fc_layers(self) -> torch.nn.Sequential:
+        """The layers as scvi-tools lays them out: layer ``i`` is ``(linear, *transforms)``.
+
+        A view of this block's own modules (``fc_layers[0][0]`` is the first linear map),
+        for code written against scvi-tools' ``FCLayers``; it holds no parameters of its own.
+        """
+        return torch.nn.Sequential(
+            *(
+                torch.nn.Sequential(linear, *transform)
+                for linear, transform in zip(self.linears, self.transforms, strict=True)
+            )
+        )
+
     def covariate_widths(self, layer_index: int) -> tuple[int, ...]:
         """Widths of the covariate blocks appended to a layer's input.
 

@@ -1,6 +1,7 @@
 """Building blocks of model classes: ``BaseModelClass`` and the mixins users compose."""
 
 from cellvi.model.base._base_model import BaseModelClass
+from cellvi.model.base._embedding_mixin import EmbeddingMixin
 from cellvi.model.base._files import ModelFileError
 from cellvi.model.base._pyro_mixins import PyroSampleMixin
 from cellvi.model.base._queries import posterior_query
@@ -13,6 +14,7 @@ from cellvi.model.base._vae_mixin import VAEMixin
 
 __all__ = [
     "BaseModelClass",
+    "EmbeddingMixin",
     "ModelFileError",
     "PyroSampleMixin",
     "PyroSviTrainMixin",

@@ -60,6 +60,10 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
     train_indices = _StateField("train_indices", "Cells the last fit trained on.")
     validation_indices = _StateField("validation_indices", "Cells the last fit validated on.")
     test_indices = _StateField("test_indices", "Cells the last fit held out for testing.")
+    # scvi-tools keeps the same three under these names too.
+    train_indices_ = _StateField("train_indices", "Cells the last fit trained on.")
+    validation_indices_ = _StateField("validation_indices", "Cells the last fit validated on.")
+    test_indices_ = _StateField("test_indices", "Cells the last fit held out for testing.")
     trainer = _StateField("trainer", "The Lightning trainer of the last fit.")
 
     def __init__(self, adata: AnnData | None = None) -> None:
@@ -86,6 +90,21 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         if self._adata is None:
             raise RuntimeError("This model holds no AnnData (load it with adata=...).")
         return self._adata
+
+    @adata.setter
+    def adata(self, adata: AnnData) -> None:
+        """Bind the model to other data, registered as its training data were (by transfer)."""
+        if adata is None:
+            raise ValueError("A model's AnnData cannot be set to None.")
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        self._adata, self._adata_manager = adata, manager
+        self.summary_stats = manager.summary_stats
+
+    @property
+    def registry_(self) -> dict[str, Any]:
+        """The registry of the model's AnnData (scvi-tools' name for ``registry``)."""
+        return self.adata_manager.registry
 
     @property
     def adata_manager(self) -> AnnDataManager:
