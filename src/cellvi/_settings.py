@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,12 +26,16 @@ class Settings:
         Worker processes of the host data loader (0 loads in the main process).
     verbosity
         Logging level of the ``cellvi`` logger (an int or a name such as ``"INFO"``).
+    logging_dir
+        Directory of training logs and checkpoints (default ``./scvi_log/``, as scvi-tools),
+        stored as an absolute path.
     """
 
     def __init__(self) -> None:
         self._seed: int | None = None
         self.batch_size: int = 128
         self.dl_num_workers: int = 0
+        self.logging_dir = "./scvi_log/"
         self._verbosity: int = logging.WARNING
         self.verbosity = logging.WARNING
 
@@ -46,6 +51,15 @@ class Settings:
                 raise TypeError(f"settings.seed must be an int or None, got {value!r}.")
             seed_everything(int(value))
         self._seed = None if value is None else int(value)
+
+    @property
+    def logging_dir(self) -> Path:
+        """Directory of training logs and checkpoints."""
+        return self._logging_dir
+
+    @logging_dir.setter
+    def logging_dir(self, path: str | Path) -> None:
+        self._logging_dir = Path(path).resolve()
 
     @property
     def verbosity(self) -> int:

@@ -22,8 +22,8 @@ def train_scvi(
 ) -> tuple[SCVI, AnnData]:
     """An SCVI on ``adata`` (default: synthetic_iid set up with its batch), trained briefly.
 
-    The split is 360 train / 20 validation / 20 test cells. ``cellvi.settings.seed`` is unset
-    again afterwards.
+    The split is 360 train / 20 validation / 20 test cells, validated every epoch.
+    ``cellvi.settings.seed`` is unset again afterwards.
     """
     cellvi.settings.seed = seed
     try:
@@ -31,7 +31,9 @@ def train_scvi(
             adata = cellvi.data.synthetic_iid()
             SCVI.setup_anndata(adata, batch_key="batch")
         model = SCVI(adata, **model_kwargs)
-        model.train(max_epochs=max_epochs, validation_size=0.05, **TRAIN_KW)
+        model.train(
+            max_epochs=max_epochs, validation_size=0.05, check_val_every_n_epoch=1, **TRAIN_KW
+        )
     finally:
         cellvi.settings.seed = None
     return model, adata

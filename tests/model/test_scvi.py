@@ -270,7 +270,7 @@ def test_early_stopping_stops_before_max_epochs():
     assert model.is_trained_
     # Patient enough: early stopping on but all epochs run.
     model.train(max_epochs=2, early_stopping=True, **TRAIN_KW)
-    assert len(model.history_["elbo_train"]) == 2
+    assert len(model.history_["elbo_train"]) == 2 + 2  # the second train() appends
     with pytest.raises(ValueError, match="validation"):
         model.train(max_epochs=2, early_stopping=True, train_size=1.0, **TRAIN_KW)
 
@@ -282,7 +282,7 @@ def test_plan_kwargs_are_forwarded():
     kl_weight = model.history_["kl_weight"]["kl_weight"].to_numpy()
     np.testing.assert_allclose(kl_weight, [0.0, 0.5, 1.0])
     model.train(max_epochs=1, plan_kwargs={"n_epochs_kl_warmup": None}, **TRAIN_KW)
-    np.testing.assert_allclose(model.history_["kl_weight"]["kl_weight"], [1.0])
+    np.testing.assert_allclose(model.history_["kl_weight"]["kl_weight"], [0.0, 0.5, 1.0, 1.0])
 
 
 def test_train_and_validation_sizes_are_respected():
@@ -291,7 +291,13 @@ def test_train_and_validation_sizes_are_respected():
     sizes = (model.train_indices.size, model.validation_indices.size, model.test_indices.size)
     assert sizes == (200, 100, 100)
     assert not np.array_equal(np.sort(model.train_indices), np.arange(200))  # shuffled
-    model.train(max_epochs=1, train_size=0.7, shuffle_set_split=False, **TRAIN_KW)
+    model.train(
+        max_epochs=1,
+        train_size=0.7,
+        shuffle_set_split=False,
+        check_val_every_n_epoch=1,
+        **TRAIN_KW,
+    )
     # In cell order, validation comes first, as in scvi-tools.
     np.testing.assert_array_equal(model.validation_indices, np.arange(120))
     np.testing.assert_array_equal(model.train_indices, np.arange(120, 400))

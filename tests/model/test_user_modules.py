@@ -26,9 +26,14 @@ def _fit(model_cls: type[BaseModelClass], max_epochs: int = 4, **model_kwargs):
     model = model_cls(adata, **model_kwargs)
     if model_cls is TinyModel:
         # Without KL warm-up the logged (full) ELBO is the objective, so it must improve.
-        model.train(max_epochs, plan_kwargs={"lr": 1e-2, "n_epochs_kl_warmup": None}, **TRAIN_KW)
+        model.train(
+            max_epochs,
+            plan_kwargs={"lr": 1e-2, "n_epochs_kl_warmup": None},
+            check_val_every_n_epoch=1,
+            **TRAIN_KW,
+        )
     else:
-        model.train(max_epochs, lr=1e-2, **TRAIN_KW)
+        model.train(max_epochs, lr=1e-2, check_val_every_n_epoch=1, **TRAIN_KW)
     return model, adata
 
 

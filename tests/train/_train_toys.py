@@ -188,7 +188,8 @@ def fit(
 ) -> tuple[TrainingState, TrainRunner]:
     """Train ``module`` on CPU with a TrainingPlan and a TrainRunner, quietly.
 
-    Returns the training state the runner recorded, and the runner.
+    Validation runs every epoch unless ``check_val_every_n_epoch`` says otherwise. Returns the
+    training state the runner recorded, and the runner.
     """
     torch.manual_seed(0)
     plan = TrainingPlan(module, **(plan_kwargs or {}))
@@ -197,6 +198,7 @@ def fit(
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "log_every_n_steps": 1,
+        "check_val_every_n_epoch": 1,
         **runner_kwargs,
     }
     runner = TrainRunner(model, plan, splitter, max_epochs, accelerator="cpu", **runner_kwargs)

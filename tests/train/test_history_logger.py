@@ -18,5 +18,6 @@ def test_history_tables_indexed_by_epoch():
 def test_history_falls_back_to_step_without_epoch():
     logger = HistoryLogger()
     logger.log_metrics({"metric": 1.0}, step=7)
-    assert list(logger.history["metric"].index) == [7]
-    assert logger.history["metric"].index.name == "epoch"
+    logger.log_metrics({"metric": 2.0}, step=9)
+    assert list(logger.history["metric"].index) == [7, 9]
+    assert logger.history["metric"].index.name == "step"

@@ -12,13 +12,26 @@ from ._train_toys import FakeSplitter, LinearVAE, fit, toy_data
         (0, 0, 4, None, 0.5),
         (2, 99, 4, None, 0.75),
         (9, 0, 4, None, 1.0),
-        (3, 5, 4, 10, 0.75),  # steps take precedence over epochs
+        (3, 5, 4, 10, 0.875),  # epochs take precedence over steps
+        (5, 5, 4, 10, 1.0),  # ... also once their warm-up is over
+        (0, 5, None, 10, 0.75),
         (0, 20, None, 10, 1.0),
         (7, 7, None, None, 1.0),
     ],
 )
 def test_compute_kl_weight(epoch, step, n_epochs, n_steps, expected):
     assert compute_kl_weight(epoch, step, n_epochs, n_steps, 1.0, 0.5) == pytest.approx(expected)
+
+
+def test_min_above_max_is_refused():
+    with pytest.raises(ValueError, match="must not exceed"):
+        compute_kl_weight(0, 0, 4, None, 0.5, 1.0)
+
+
+def test_steps_with_the_default_epoch_warmup_warn_that_they_are_ignored():
+    with pytest.warns(UserWarning, match="n_steps_kl_warmup=5 is ignored"):
+        plan = TrainingPlan(LinearVAE(), n_steps_kl_warmup=5)
+    assert plan.n_epochs_kl_warmup == 400
 
 
 def test_kl_weight_property_before_training():
@@ -42,7 +55,12 @@ def test_warmup_by_steps():
         module,
         FakeSplitter(toy_data(10)),
         max_epochs=4,
-        plan_kwargs={"n_steps_kl_warmup": 5, "min_kl_weight": 0.5, "max_kl_weight": 1.5},
+        plan_kwargs={
+            "n_steps_kl_warmup": 5,
+            "n_epochs_kl_warmup": None,
+            "min_kl_weight": 0.5,
+            "max_kl_weight": 1.5,
+        },
     )
     assert module.kl_weights_seen == pytest.approx([0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.5, 1.5])
     # The logged weight is that of each epoch's last step.

@@ -27,6 +27,7 @@ class EpochSums:
         self._batch_sums: dict[str, torch.Tensor] = {}
         self.n_obs = 0
         self.n_batches = 0
+        self._last: tuple[int, dict, dict] | None = None
 
     def update(
         self,
@@ -35,12 +36,21 @@ class EpochSums:
         batch_values: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Add one minibatch: sums over its ``n_obs`` cells, and whole-minibatch values."""
+        cell_sums, batch_values = _detached(cell_sums), _detached(batch_values)
         for sums, values in ((self._cell_sums, cell_sums), (self._batch_sums, batch_values)):
-            for name, value in (values or {}).items():
-                value = torch.as_tensor(value).detach().float()
+            for name, value in values.items():
                 sums[name] = sums[name] + value if name in sums else value
         self.n_obs += n_obs
         self.n_batches += 1
+        self._last = (n_obs, cell_sums, batch_values)
+
+    def compute_last(self) -> dict[str, torch.Tensor]:
+        """The metrics of the last minibatch alone (empty before the first)."""
+        if self._last is None:
+            return {}
+        alone = type(self)()
+        alone.update(*self._last)
+        return alone.compute()
 
     def compute(self) -> dict[str, torch.Tensor]:
         """The epoch's metrics: per-cell means and per-minibatch means (empty if no batch)."""
@@ -49,6 +59,10 @@ class EpochSums:
         metrics = {name: value / self.n_obs for name, value in self._cell_sums.items()}
         metrics.update({name: value / self.n_batches for name, value in self._batch_sums.items()})
         return metrics
+
+
+def _detached(values: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    return {name: torch.as_tensor(v).detach().float() for name, v in (values or {}).items()}
 
 
 class EpochElboSums(EpochSums):

@@ -12,13 +12,18 @@ from lightning.pytorch.loggers import Logger
 class HistoryLogger(Logger):
     """A Lightning logger that records metrics in memory and writes no files.
 
-    Each metric is indexed by the epoch Lightning attaches to every logged dict (by the step
-    when a caller passes none); a metric logged twice in an epoch keeps its last value.
+    Lightning attaches the epoch to the metrics it logs once per epoch and to those of
+    training steps, unless a step index is logged with them as ``"step"`` (cellvi's plans do
+    so for their per-step metrics, see ``on_step``); validation steps and callbacks such as
+    ``LearningRateMonitor`` pass a step instead. So each metric is indexed by the epoch when
+    one is given, else by the step, and its table's index is named ``"epoch"`` or ``"step"``
+    accordingly. A metric logged twice at one index keeps its last value.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._records: dict[str, dict[int, float]] = {}
+        self._index_names: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -36,17 +41,21 @@ class HistoryLogger(Logger):
         """Ignore hyperparameters: models record their own initialisation parameters."""
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Record the metrics of one epoch (or of ``step`` when no epoch is given)."""
+        """Record metrics at their epoch, or at ``step`` when no epoch comes with them."""
         metrics = dict(metrics)
-        epoch = int(metrics.pop("epoch", step if step is not None else 0))
+        if "epoch" in metrics:
+            index_name, index = "epoch", int(metrics.pop("epoch"))
+        else:
+            index_name, index = "step", int(step if step is not None else 0)
         for name, value in metrics.items():
-            self._records.setdefault(name, {})[epoch] = float(value)
+            self._records.setdefault(name, {})[index] = float(value)
+            self._index_names.setdefault(name, index_name)
 
     @property
     def history(self) -> dict[str, pd.DataFrame]:
-        """Logged metrics, one DataFrame per metric, indexed by epoch, one column named as it."""
+        """Logged metrics, one DataFrame per metric, one column named as it."""
         tables = {}
         for name, values in self._records.items():
-            index = pd.Index(sorted(values), name="epoch")
+            index = pd.Index(sorted(values), name=self._index_names[name])
             tables[name] = pd.DataFrame({name: [values[i] for i in index]}, index=index)
         return tables

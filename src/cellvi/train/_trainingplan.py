@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,8 +44,8 @@ class TrainingPlan(BasePlan):
     eps
         ``eps`` of Adam/AdamW (large by default: it stabilises early VAE training).
     n_steps_kl_warmup, n_epochs_kl_warmup, max_kl_weight, min_kl_weight
-        The KL warm-up (see :class:`BasePlan`): by steps if given, else by epochs, from
-        ``min_kl_weight`` to ``max_kl_weight``.
+        The KL warm-up (see :class:`BasePlan`): by epochs if ``n_epochs_kl_warmup`` is set
+        (the default, 400), else by steps, from ``min_kl_weight`` to ``max_kl_weight``.
     reduce_lr_on_plateau
         Multiply the learning rate by ``lr_factor`` when ``lr_scheduler_metric`` stalls.
     lr_factor
@@ -61,6 +62,8 @@ class TrainingPlan(BasePlan):
         Raise :class:`NonFiniteLossError` when a training loss is NaN/Inf, before the optimizer
         step, so the weights are never corrupted. It costs one scalar device-to-host readback
         per training step (free on CPU; on a GPU the host waits for the step's forward pass).
+    on_step, on_epoch
+        When metrics are logged: per minibatch, per epoch, or both (see :class:`BasePlan`).
     **loss_kwargs
         Passed to ``module.loss`` on every step; a name that neither this plan nor
         ``module.loss`` takes is refused here, listing the valid names.
@@ -94,6 +97,8 @@ class TrainingPlan(BasePlan):
         lr_scheduler_metric: str = "elbo_validation",
         lr_min: float = 0.0,
         check_finite: bool = True,
+        on_step: bool | None = False,
+        on_epoch: bool | None = True,
         **loss_kwargs: Any,
     ) -> None:
         if optimizer not in _OPTIMIZERS:
@@ -122,7 +127,11 @@ class TrainingPlan(BasePlan):
             check_finite=check_finite,
             logs_kl_weight=loss_takes_kl_weight,
             sums=EpochElboSums,
+            on_step=on_step,
+            on_epoch=on_epoch,
         )
+        #: The parameters of ``module.loss`` (``kl_weight`` among them when it is passed).
+        self._loss_args = set(inspect.signature(module.loss).parameters)
         self._loss_takes_kl_weight = loss_takes_kl_weight
         self.optimizer_name = optimizer
         self.optimizer_creator = optimizer_creator

@@ -1,22 +1,28 @@
-"""``TrainRunner``: fit a training plan on a data splitter and record the result on a model."""
+"""``TrainRunner``: fit a training plan on a data module and record the result on a model."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger
 
 from cellvi._checks import check_keywords, keyword_names
-from cellvi.train._early_stopping import ValidatedEarlyStopping
+from cellvi.train._checkpoint import SaveCheckpoint
+from cellvi.train._config import KwargsLike, merge_kwargs
 from cellvi.train._interrupt import StopOnInterrupt
 from cellvi.train._logger import HistoryLogger
+from cellvi.train._state import TrainingState
+from cellvi.train._trainer import Trainer
+
+# Set by the runner from its own arguments; a trainer config's values for them are ignored.
+_RUNNER_SET = ("max_epochs", "accelerator", "devices")
 
 
 class TrainRunner:
-    """Build a Lightning ``Trainer``, fit, and store the outcome on the model.
+    """Build a :class:`Trainer`, fit, and store the outcome on the model.
 
     Parameters
     ----------
@@ -26,38 +32,36 @@ class TrainRunner:
     training_plan
         The LightningModule to fit, usually a :class:`TrainingPlan`.
     data_splitter
-        LightningDataModule with ``train_idx``, ``val_idx`` and ``test_idx``.
+        LightningDataModule to fit on: a ``DataSplitter`` (with ``train_idx``, ``val_idx`` and
+        ``test_idx``) or a user's own.
     max_epochs
         Number of epochs (see :func:`default_max_epochs`).
     accelerator
         Lightning accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``, ``"cuda"``, ...
     devices
         Lightning devices.
-    early_stopping
-        Stop when ``early_stopping_monitor`` stops improving.
-    early_stopping_monitor
-        Logged metric to monitor; a ``*_validation`` metric needs a validation set.
-    early_stopping_patience
-        Epochs without improvement before stopping.
-    early_stopping_min_delta
-        Smallest change that counts as an improvement.
-    early_stopping_mode
-        ``"min"`` or ``"max"``.
-    enable_progress_bar
-        Show Lightning's progress bar.
+    trainer_config
+        :class:`TrainerConfig` or mapping of :class:`Trainer` arguments, under
+        ``trainer_kwargs`` (which win); its ``max_epochs``, ``accelerator`` and ``devices``
+        are those given here.
+    ckpt_path
+        A Lightning checkpoint (``.ckpt``, e.g. of a ``ModelCheckpoint`` callback) to resume
+        from: weights, optimizer state and epoch counters.
     **trainer_kwargs
-        Further ``lightning.pytorch.Trainer`` arguments (a name the Trainer does not take is
-        refused here, listing the valid ones). Checkpointing, the model summary and sanity
-        validation steps are off unless given; extra ``callbacks`` and ``logger`` are kept
-        beside the runner's own.
+        :class:`Trainer` and ``lightning.pytorch.Trainer`` arguments (a name neither takes is
+        refused here, listing the valid ones). Extra ``callbacks`` and ``logger`` are kept
+        beside the runner's own; a plan with ``reduce_lr_on_plateau`` adds the learning-rate
+        monitor.
 
     Attributes
     ----------
     trainer
-        The Lightning trainer.
+        The :class:`Trainer`.
     history_logger
         The :class:`HistoryLogger` recording the metrics.
     """
+
+    _trainer_cls = Trainer
 
     def __init__(
         self,
@@ -67,45 +71,41 @@ class TrainRunner:
         max_epochs: int,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
-        *,
-        early_stopping: bool = False,
-        early_stopping_monitor: str = "elbo_validation",
-        early_stopping_patience: int = 45,
-        early_stopping_min_delta: float = 0.0,
-        early_stopping_mode: Literal["min", "max"] = "min",
-        enable_progress_bar: bool = True,
+        trainer_config: KwargsLike | None = None,
+        ckpt_path: str | None = None,
         **trainer_kwargs: Any,
     ) -> None:
-        check_keywords(trainer_kwargs, _trainer_keywords(), "TrainRunner (Trainer arguments)")
+        trainer_kwargs = merge_kwargs(trainer_config, trainer_kwargs, name="trainer")
+        for name in _RUNNER_SET:
+            trainer_kwargs.pop(name, None)
+        valid = keyword_names(self._trainer_cls.__init__) | keyword_names(pl.Trainer.__init__)
+        check_keywords(trainer_kwargs, valid, "TrainRunner (Trainer arguments)")
         self.model = model
         self.training_plan = training_plan
         self.data_splitter = data_splitter
+        self.ckpt_path = ckpt_path
         self.history_logger = HistoryLogger()
         self.interrupt = StopOnInterrupt()
+        if getattr(training_plan, "reduce_lr_on_plateau", False):
+            trainer_kwargs["learning_rate_monitor"] = True
         callbacks = [self.interrupt, *(trainer_kwargs.pop("callbacks", None) or [])]
-        if early_stopping:
-            callbacks.append(
-                ValidatedEarlyStopping(
-                    monitor=early_stopping_monitor,
-                    patience=early_stopping_patience,
-                    min_delta=early_stopping_min_delta,
-                    mode=early_stopping_mode,
-                )
-            )
         loggers = [self.history_logger, *_user_loggers(trainer_kwargs.pop("logger", None))]
-        trainer_kwargs.setdefault("enable_checkpointing", False)
-        trainer_kwargs.setdefault("num_sanity_val_steps", 0)
-        trainer_kwargs.setdefault("enable_model_summary", False)
-        # Metrics are logged once per epoch, so per-step logging intervals do not apply.
-        trainer_kwargs.setdefault("log_every_n_steps", 1)
-        self.trainer = pl.Trainer(
+        self.trainer = self._trainer_cls(
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
             callbacks=callbacks,
             logger=loggers,
-            enable_progress_bar=enable_progress_bar,
             **trainer_kwargs,
+        )
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, SaveCheckpoint):
+                callback.bind(model, self.fitted_state)
+
+    def fitted_state(self) -> TrainingState:
+        """The model's training state as it would be if the fit ended now (for checkpoints)."""
+        return self.model.training_state.fitted(
+            self.trainer, self.data_splitter, self.history_logger.history
         )
 
     def __call__(self) -> None:
@@ -116,15 +116,16 @@ class TrainRunner:
         Ctrl+C stops the fit after the step under way and keeps it (see
         :class:`StopOnInterrupt`); a second one raises ``KeyboardInterrupt``.
         """
+        if hasattr(self.training_plan, "n_obs_training") and hasattr(
+            self.data_splitter, "n_train"
+        ):
+            self.training_plan.n_obs_training = self.data_splitter.n_train
         # Queries and load leave the module in eval mode and Lightning keeps the mode it finds;
         # without this, a second fit would run without dropout and with frozen batch norm.
         self.training_plan.train()
         try:
-            with warnings.catch_warnings(), self.interrupt.catching():
-                # cellvi's loaders slice in-memory arrays; worker processes would only add
-                # copies.
-                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-                self.trainer.fit(self.training_plan, self.data_splitter)
+            with self.interrupt.catching():
+                self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
         except SystemExit as error:
             # Lightning exits the process on a KeyboardInterrupt: the second Ctrl+C.
             if self.interrupt.requested:
@@ -156,9 +157,3 @@ def _user_loggers(logger: bool | Logger | Iterable[Logger] | None) -> list[Logge
     if isinstance(logger, Logger):
         return [logger]
     return list(logger)
-
-
-def _trainer_keywords() -> set[str]:
-    """The arguments ``lightning.pytorch.Trainer`` and the runner itself take."""
-    own = keyword_names(TrainRunner.__init__) - {"model", "training_plan", "data_splitter"}
-    return keyword_names(pl.Trainer.__init__) | own

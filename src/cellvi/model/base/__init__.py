@@ -11,11 +11,14 @@ from cellvi.model.base._training_mixin import (
     UnsupervisedTrainingMixin,
 )
 from cellvi.model.base._vae_mixin import VAEMixin
+from cellvi.train._guide_warmup import PyroJitGuideWarmup, PyroModelGuideWarmup
 
 __all__ = [
     "BaseModelClass",
     "EmbeddingMixin",
     "ModelFileError",
+    "PyroJitGuideWarmup",
+    "PyroModelGuideWarmup",
     "PyroSampleMixin",
     "PyroSviTrainMixin",
     "TrainingMixin",

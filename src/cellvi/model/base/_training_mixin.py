@@ -6,12 +6,16 @@ import dataclasses
 import inspect
 from typing import Any
 
+import lightning.pytorch as pl
+
 from cellvi._checks import accepts_any_keyword, check_keywords, check_positive_int
 from cellvi.dataloaders import DataSplitter
+from cellvi.model.base._checkpoints import CheckpointMixin
 from cellvi.train import PyroTrainingPlan, TrainingPlan, TrainRunner, default_max_epochs
+from cellvi.train._config import KwargsLike, merge_kwargs
 
 
-class TrainingMixin:
+class TrainingMixin(CheckpointMixin):
     """``train``: split the data, build a training plan, and fit it with Lightning.
 
     The pieces are class attributes a model may swap: ``_data_splitter_cls``,
@@ -38,7 +42,10 @@ class TrainingMixin:
         device_resident: bool | str = "auto",
         lr: float | None = None,
         datasplitter_kwargs: dict[str, Any] | None = None,
-        plan_kwargs: dict[str, Any] | None = None,
+        plan_config: KwargsLike | None = None,
+        plan_kwargs: KwargsLike | None = None,
+        datamodule: pl.LightningDataModule | None = None,
+        trainer_config: KwargsLike | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         """Train the model.
@@ -46,7 +53,8 @@ class TrainingMixin:
         Parameters
         ----------
         max_epochs
-            Passes through the training data; default ``min(round(20_000 / n_cells * 400), 400)``.
+            Passes through the training data; default ``min(round(20_000 / n_cells * 400), 400)``
+            (``n_cells`` of ``datamodule.n_obs`` with a datamodule).
         accelerator, devices
             Where to train (Lightning's names; "auto" picks a GPU when there is one).
         train_size, validation_size
@@ -58,8 +66,8 @@ class TrainingMixin:
         batch_size
             Minibatch size.
         early_stopping
-            Stop when the validation ELBO stops improving (see ``early_stopping_*`` trainer
-            kwargs).
+            Stop when the validation ELBO stops improving (see the ``early_stopping_*``
+            arguments of :class:`~cellvi.train.Trainer`).
         device_resident
             Hold the registered data on the training device and gather minibatches there;
             ``"auto"`` does when they fit (see ``DataSplitter``), ``False`` copies each
@@ -68,34 +76,57 @@ class TrainingMixin:
             Learning rate; overrides the one in ``plan_kwargs``.
         datasplitter_kwargs
             More ``DataSplitter`` arguments, e.g. ``external_indexing=[train, valid, test]``.
+        plan_config
+            A :class:`~cellvi.train.TrainingPlanConfig` (or mapping) of plan arguments, under
+            ``plan_kwargs`` (which win).
         plan_kwargs
             Training plan arguments (``TrainingPlan``: lr, weight_decay, n_epochs_kl_warmup,
-            ...; ``PyroTrainingPlan``: loss_fn, optim, optim_kwargs, ...).
+            on_step, ...; ``PyroTrainingPlan``: loss_fn, optim, optim_kwargs, ...).
+        datamodule
+            A ``LightningDataModule`` to train on instead of a ``DataSplitter`` of the model's
+            AnnData; its minibatches must be what the module reads (a dict keyed by
+            ``REGISTRY_KEYS``). The splitter arguments above do not apply to it.
+        trainer_config
+            A :class:`~cellvi.train.TrainerConfig` (or mapping) of trainer arguments, under
+            ``**trainer_kwargs`` (which win).
         **trainer_kwargs
-            Lightning ``Trainer`` and ``TrainRunner`` arguments.
+            :class:`~cellvi.train.Trainer` arguments (``check_val_every_n_epoch``,
+            ``early_stopping_patience``, ``callbacks``, ``log_every_n_steps``,
+            ``learning_rate_monitor``, ...) and ``ckpt_path``, a Lightning checkpoint to
+            resume from.
 
         Every option is checked before training starts: a name that the splitter, the plan or
-        the trainer does not take fails at once, listing the valid names.
+        the trainer does not take fails at once, listing the valid names. Validation runs only
+        when asked (``check_val_every_n_epoch``) or needed (early stopping, checkpoints, the
+        learning-rate monitor). A second ``train`` continues the model's history.
         """
-        plan_kwargs = dict(plan_kwargs or {})
+        plan_kwargs = merge_kwargs(plan_config, plan_kwargs, name="plan")
         if lr is not None:
             plan_kwargs = self._with_learning_rate(plan_kwargs, lr)
+        splitter_kwargs = {
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "shuffle_set_split": shuffle_set_split,
+            "load_sparse_tensor": load_sparse_tensor,
+            "batch_size": batch_size,
+            "device_resident": device_resident,
+            **(datasplitter_kwargs or {}),
+        }
+        if datamodule is not None and datasplitter_kwargs:
+            raise ValueError(
+                "datasplitter_kwargs configure the DataSplitter, which a datamodule replaces; "
+                "pass them to your datamodule instead."
+            )
         run_training(
             self,
             max_epochs,
-            splitter_kwargs={
-                "train_size": train_size,
-                "validation_size": validation_size,
-                "shuffle_set_split": shuffle_set_split,
-                "load_sparse_tensor": load_sparse_tensor,
-                "batch_size": batch_size,
-                "device_resident": device_resident,
-                **(datasplitter_kwargs or {}),
-            },
+            splitter_kwargs=splitter_kwargs,
             plan_kwargs=plan_kwargs,
+            datamodule=datamodule,
             accelerator=accelerator,
             devices=devices,
             early_stopping=early_stopping,
+            trainer_config=trainer_config,
             **trainer_kwargs,
         )
 
@@ -112,7 +143,8 @@ class PyroSviTrainMixin(TrainingMixin):
     """Add ``train`` to a model whose module is a ``PyroBaseModuleClass``.
 
     Training is stochastic variational inference by :class:`PyroTrainingPlan`; ``lr`` goes to
-    its optimizer's arguments.
+    its optimizer's arguments. Parameters an ``AutoGuide`` creates on its first call join the
+    optimizer at the first training step.
     """
 
     _training_plan_cls = PyroTrainingPlan
@@ -127,14 +159,16 @@ def run_training(
     max_epochs: int | None,
     splitter_kwargs: dict[str, Any],
     plan_kwargs: dict[str, Any],
+    datamodule: pl.LightningDataModule | None = None,
     **runner_kwargs: Any,
 ) -> None:
     """Split the data, build the training plan and run Lightning: what every ``train`` shares.
 
     The pieces are the model class's ``_data_splitter_cls``, ``_training_plan_cls`` and
-    ``_train_runner_cls``. A fit that fails (a non-finite loss, an error, a second Ctrl+C)
-    leaves the model exactly as it was before this call: weights, buffers such as the batch
-    norm statistics, training state, mode and device.
+    ``_train_runner_cls``; ``datamodule``, when given, replaces the splitter. A fit that fails
+    (a non-finite loss, an error, a second Ctrl+C) leaves the model exactly as it was before
+    this call: weights, buffers such as the batch norm statistics, training state, mode and
+    device.
     """
     plan_cls = model._training_plan_cls
     if not accepts_any_keyword(plan_cls.__init__):
@@ -142,17 +176,18 @@ def run_training(
         named = list(inspect.signature(plan_cls.__init__).parameters)[2:]
         check_keywords(plan_kwargs, named, "plan_kwargs")
     if max_epochs is None:
-        max_epochs = default_max_epochs(model.adata.n_obs)
+        max_epochs = default_max_epochs(_n_cells(model, datamodule))
     check_positive_int("max_epochs", max_epochs)
-    # Another model's setup of the same AnnData may have rewritten the codes since this
-    # model's registration: replay it so training reads this model's codes.
-    model._validate_anndata()
-    data_splitter = model._data_splitter_cls(model.adata_manager, **splitter_kwargs)
+    if datamodule is None:
+        # Another model's setup of the same AnnData may have rewritten the codes since this
+        # model's registration: replay it so training reads this model's codes.
+        model._validate_anndata()
+        datamodule = model._data_splitter_cls(model.adata_manager, **splitter_kwargs)
     training_plan = model._training_plan_cls(model.module, **plan_kwargs)
     runner = model._train_runner_cls(
         model,
         training_plan=training_plan,
-        data_splitter=data_splitter,
+        data_splitter=datamodule,
         max_epochs=max_epochs,
         **runner_kwargs,
     )
@@ -162,6 +197,17 @@ def run_training(
     except BaseException:
         before.restore(model)
         raise
+
+
+def _n_cells(model: Any, datamodule: pl.LightningDataModule | None) -> int:
+    if datamodule is None:
+        return model.adata.n_obs
+    if not hasattr(datamodule, "n_obs"):
+        raise ValueError(
+            "The datamodule has no n_obs attribute to choose the number of epochs from; pass "
+            "max_epochs."
+        )
+    return int(datamodule.n_obs)
 
 
 class _ModelSnapshot:

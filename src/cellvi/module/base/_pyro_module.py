@@ -163,9 +163,15 @@ class PyroBaseModuleClass(ModuleBase, ABC):
         guide is run once on ``example_batch``, without gradients and against a private
         parameter store, so that those parameters exist before the weights are loaded.
         """
-        if not set(state_dict) - set(self.state_dict()):
-            return
-        args, kwargs = self.get_fn_args(example_batch)
+        if set(state_dict) - set(self.state_dict()):
+            self.warm_up_guide(example_batch)
+
+    def warm_up_guide(self, tensors: Tensors) -> None:
+        """Run the guide once on the minibatch ``tensors``, creating its lazy parameters.
+
+        Runs without gradients, against a private parameter store, on the module's device.
+        """
+        args, kwargs = self.get_fn_args(tensors)
         if self.takes_kl_weight:
             kwargs = {**kwargs, "kl_weight": 1.0}
         with torch.no_grad(), private_param_store():

@@ -1,0 +1,162 @@
+"""``Trainer``: Lightning's trainer with the defaults and options of scvi-tools' models."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+
+from cellvi._settings import settings
+from cellvi.train._checkpoint import SaveCheckpoint
+from cellvi.train._early_stopping import LoudEarlyStopping
+from cellvi.train._logger import HistoryLogger
+from cellvi.train._progress import ProgressBar
+
+# Lightning warnings that say nothing about a cellvi fit: loaders slice in-memory arrays (no
+# worker processes needed), fits without validation data, shuffled validation loaders.
+_QUIET = (
+    ".*does not have many workers.*",
+    "The dataloader,.*",
+    ".*you defined a validation_step but have no val_dataloader.*",
+    ".*One of given dataloaders is None and it will be skipped.*",
+    ".*Your `val_dataloader`'s sampler has shuffling enabled.*",
+)
+
+
+class Trainer(pl.Trainer):
+    """A ``lightning.pytorch.Trainer`` set up for cellvi's models.
+
+    Parameters
+    ----------
+    accelerator, devices
+        Where to train (Lightning's names: ``"auto"``, ``"cpu"``, ``"gpu"``, ...).
+    benchmark
+        Let cuDNN pick its fastest kernels (inputs have a fixed size).
+    check_val_every_n_epoch
+        Validate every this many epochs. ``None``: never, unless early stopping,
+        checkpointing or the learning-rate monitor need validation metrics, in which case
+        every epoch.
+    max_epochs
+        Epochs to train for.
+    default_root_dir
+        Folder of Lightning's own outputs; default ``settings.logging_dir``.
+    enable_checkpointing
+        Add a :class:`SaveCheckpoint` monitoring ``checkpointing_monitor`` (unless
+        ``callbacks`` hold one; then it is on whatever this says).
+    checkpointing_monitor
+        Metric of the added :class:`SaveCheckpoint`.
+    num_sanity_val_steps
+        Validation steps run before training (none by default).
+    enable_model_summary
+        Print Lightning's summary of the module.
+    early_stopping
+        Add a :class:`LoudEarlyStopping` with the ``early_stopping_*`` settings.
+    early_stopping_monitor, early_stopping_min_delta, early_stopping_patience
+        Metric it monitors, smallest change counted as an improvement, and number of checks
+        without one before stopping.
+    early_stopping_warmup_epochs
+        Epochs before early stopping starts monitoring.
+    early_stopping_mode
+        ``"min"`` or ``"max"``.
+    enable_progress_bar
+        Show a progress bar.
+    progress_bar_refresh_rate
+        0 hides the per-epoch bar, 1 draws it every epoch.
+    simple_progress_bar
+        Show one bar advanced per epoch (:class:`ProgressBar`) rather than Lightning's
+        per-minibatch bar.
+    logger
+        ``None``: a :class:`HistoryLogger` (the metrics a model's ``history`` shows); ``True``:
+        Lightning's default logger; ``False``: none; or Lightning loggers.
+    log_every_n_steps
+        Training steps between two logs of per-step metrics (epoch metrics are unaffected).
+    learning_rate_monitor
+        Add Lightning's ``LearningRateMonitor`` (``lr-<optimizer>`` in the history).
+    **kwargs
+        Other ``lightning.pytorch.Trainer`` arguments (``callbacks``, ``max_steps``, ...).
+    """
+
+    def __init__(
+        self,
+        accelerator: str | Any = "auto",
+        devices: int | str | list[int] = "auto",
+        benchmark: bool = True,
+        check_val_every_n_epoch: int | None = None,
+        max_epochs: int = 400,
+        default_root_dir: str | None = None,
+        enable_checkpointing: bool = False,
+        checkpointing_monitor: str = "validation_loss",
+        num_sanity_val_steps: int = 0,
+        enable_model_summary: bool = False,
+        early_stopping: bool = False,
+        early_stopping_monitor: str = "elbo_validation",
+        early_stopping_min_delta: float = 0.0,
+        early_stopping_patience: int = 45,
+        early_stopping_warmup_epochs: int = 0,
+        early_stopping_mode: Literal["min", "max"] = "min",
+        enable_progress_bar: bool = True,
+        progress_bar_refresh_rate: int = 1,
+        simple_progress_bar: bool = True,
+        logger: Logger | Iterable[Logger] | bool | None = None,
+        log_every_n_steps: int = 10,
+        learning_rate_monitor: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        callbacks: list[Callback] = list(kwargs.pop("callbacks", None) or [])
+        needs_validation = False
+        if early_stopping:
+            callbacks.append(
+                LoudEarlyStopping(
+                    monitor=early_stopping_monitor,
+                    min_delta=early_stopping_min_delta,
+                    patience=early_stopping_patience,
+                    mode=early_stopping_mode,
+                    warmup_epochs=early_stopping_warmup_epochs,
+                )
+            )
+            needs_validation = True
+        if any(isinstance(c, SaveCheckpoint) for c in callbacks):
+            enable_checkpointing = True
+            needs_validation = True
+        elif enable_checkpointing:
+            callbacks.append(SaveCheckpoint(monitor=checkpointing_monitor))
+            needs_validation = True
+        if learning_rate_monitor:
+            if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+                callbacks.append(LearningRateMonitor())
+            needs_validation = True
+        if check_val_every_n_epoch is None:
+            # Out of reach: a fit validates only when something reads validation metrics.
+            check_val_every_n_epoch = 1 if needs_validation else sys.maxsize
+        if simple_progress_bar and enable_progress_bar:
+            callbacks.append(ProgressBar(refresh_rate=progress_bar_refresh_rate))
+        super().__init__(
+            accelerator=accelerator,
+            devices=devices,
+            benchmark=benchmark,
+            check_val_every_n_epoch=check_val_every_n_epoch,
+            max_epochs=max_epochs,
+            default_root_dir=settings.logging_dir
+            if default_root_dir is None
+            else default_root_dir,
+            enable_checkpointing=enable_checkpointing,
+            num_sanity_val_steps=num_sanity_val_steps,
+            enable_model_summary=enable_model_summary,
+            logger=HistoryLogger() if logger is None else logger,
+            log_every_n_steps=log_every_n_steps,
+            enable_progress_bar=enable_progress_bar,
+            callbacks=callbacks,
+            **kwargs,
+        )
+
+    def fit(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``fit``, without the warnings that do not apply to cellvi's loaders."""
+        with warnings.catch_warnings():
+            for message in _QUIET:
+                warnings.filterwarnings("ignore", message=message)
+            super().fit(*args, **kwargs)
