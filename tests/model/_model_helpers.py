@@ -28,7 +28,7 @@ def train_scvi(
     cellvi.settings.seed = seed
     try:
         if adata is None:
-            adata = cellvi.data.synthetic_iid()
+            adata = cellvi.data.synthetic_iid(seed=0)
             SCVI.setup_anndata(adata, batch_key="batch")
         model = SCVI(adata, **model_kwargs)
         model.train(

@@ -266,3 +266,68 @@ def test_pbmc_elbo_improves_and_samples_match_label_means() -> None:
         # seeds and platforms yet fails a model that ignores the label.
         assert r > 0.98, (label, r)
         assert r > np.corrcoef(observed, pooled)[0, 1], label
+
+
+# Fine labels and predict (scvi-tools 1.4.2) -----------------------------------------------
+
+
+def fine_labelled_data() -> AnnData:
+    """Three coarse labels, each split in two fine ones by a planted expression shift."""
+    adata = cellvi.data.synthetic_iid(n_batches=2, seed=0)
+    rng = np.random.default_rng(0)
+    half = rng.integers(2, size=adata.n_obs)
+    counts = np.asarray(adata.X).copy()
+    counts[half == 1, :20] = rng.poisson(40.0, size=((half == 1).sum(), 20))
+    adata.X = counts
+    fine = np.array(
+        [f"{label}_{h}" for label, h in zip(adata.obs["labels"], half, strict=True)], dtype=object
+    )
+    fine[:40] = "unknown"
+    adata.obs["fine"] = fine
+    CondSCVI.setup_anndata(
+        adata,
+        batch_key="batch",
+        labels_key="labels",
+        fine_labels_key="fine",
+        unlabeled_category="unknown",
+    )
+    return adata
+
+
+def test_fine_labels_train_a_classifier_that_predict_reads():
+    cellvi.settings.seed = 0
+    adata = fine_labelled_data()
+    model = CondSCVI(adata, n_hidden=32)
+    model.train(max_epochs=30, lr=1e-2, **TRAIN_KW)
+    cellvi.settings.seed = None
+    assert model.summary_stats["n_fine_labels"] == 7  # six fine labels and "unknown", last
+    assert model.module.n_fine_labels == 6  # the classifier predicts only real labels
+    predicted = model.predict()
+    assert predicted.shape == (adata.n_obs,) and "unknown" not in set(predicted)
+    known = adata.obs["fine"].to_numpy() != "unknown"
+    accuracy = (predicted[known] == adata.obs["fine"].to_numpy()[known]).mean()
+    assert accuracy > 0.8  # chance is 1/6; the planted shift makes the halves separable
+    soft = model.predict(adata, indices=[0, 5, 9], soft=True)
+    assert list(soft.index) == list(adata.obs_names[[0, 5, 9]])
+    assert list(soft.columns) == [f"label_{i}_{h}" for i in range(3) for h in range(2)]
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
+    cellvi.settings.seed = 1
+    sampled = model.predict(soft=True, use_posterior_mean=False)
+    cellvi.settings.seed = None
+    assert not np.allclose(sampled.to_numpy(), model.predict(soft=True).to_numpy())
+
+
+def test_predict_without_fine_labels_says_how_to_get_them(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="fine_labels_key"):
+        model.predict()
+
+
+def test_setup_takes_scvi_tools_arguments_in_their_order():
+    adata = cellvi.data.synthetic_iid(seed=0)
+    adata.obs["size_factor"] = np.asarray(adata.X.sum(1)).ravel() / 100.0
+    CondSCVI.setup_anndata(adata, "batch", "labels", size_factor_key="size_factor")
+    manager = CondSCVI._get_most_recent_anndata_manager(adata)
+    assert manager.registry["setup_args"]["batch_key"] == "batch"
+    assert manager.registry["setup_args"]["labels_key"] == "labels"
+    assert "size_factor" in manager.data_registry

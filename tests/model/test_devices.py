@@ -104,8 +104,8 @@ def test_pyro_model_trains_and_samples_its_posterior_on_the_device(device) -> No
     model.train(max_epochs=2, **_train_kw(device))
     assert model.device.type == device
     posterior = model.sample_posterior(num_samples=5, indices=np.arange(30))
-    assert posterior["means"]["z"].shape == (30, 4)
-    assert np.isfinite(posterior["stds"]["z"]).all()
+    assert posterior["post_sample_means"]["z"].shape == (30, 4)
+    assert np.isfinite(posterior["post_sample_stds"]["z"]).all()
     cellvi.settings.seed = None
 
 

@@ -91,7 +91,7 @@ def test_round_trip_onto_a_provided_anndata(trained, tmp_path):
     assert _listing(tmp_path / "m") == ["model.json", "model.safetensors"]
     with pytest.raises(ModelFileError, match="adata"):
         SCVI.load(tmp_path / "m")
-    fresh = cellvi.data.synthetic_iid()
+    fresh = cellvi.data.synthetic_iid(seed=0)
     loaded = SCVI.load(tmp_path / "m", adata=fresh, accelerator="cpu")
     assert loaded.adata is fresh
     np.testing.assert_array_equal(
@@ -103,7 +103,7 @@ def test_round_trip_onto_a_provided_anndata(trained, tmp_path):
 def test_loading_maps_categories_by_name(trained, saved):
     """An AnnData whose batch categories are declared in another order gets training codes."""
     model, _ = trained
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     adata.obs["batch"] = adata.obs["batch"].cat.reorder_categories(["batch_1", "batch_0"])
     loaded = SCVI.load(saved, adata=adata, accelerator="cpu")
     np.testing.assert_array_equal(adata.obs["_scvi_batch"].to_numpy(), np.repeat([0, 1], 200))
@@ -202,7 +202,7 @@ def test_json_description(trained, saved):
 
 
 def test_non_json_init_parameter_is_refused(tmp_path):
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     SCVI.setup_anndata(adata, batch_key="batch")
     model = SCVI(adata, var_activation=torch.nn.functional.softplus)
     with pytest.raises(TypeError, match="var_activation"):
@@ -226,7 +226,7 @@ def test_loading_never_unpickles(saved, monkeypatch):
 
 
 def test_load_onto_different_genes_fails_clearly(saved):
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     with pytest.raises(ValueError, match="90 genes but the model was set up with 100"):
         SCVI.load(saved, adata=adata[:, :90].copy())
     with pytest.raises(ValueError, match="genes differ"):
@@ -234,7 +234,7 @@ def test_load_onto_different_genes_fails_clearly(saved):
 
 
 def test_load_with_an_unseen_batch_fails_naming_it(saved):
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     adata.obs["batch"] = adata.obs["batch"].cat.rename_categories({"batch_1": "batch_new"})
     with pytest.raises(ValueError, match="batch_new"):
         SCVI.load(saved, adata=adata)
@@ -370,7 +370,7 @@ def test_failed_overwrite_keeps_the_previous_model(trained, tmp_path, monkeypatc
 def test_save_load_round_trip_of_a_model_with_every_field(tmp_path):
     """Covariates, size factors, a layer and a modelled library survive the round trip."""
     rng = np.random.default_rng(0)
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     adata.layers["counts"] = adata.X.copy()
     adata.obs["sf"] = rng.uniform(0.5, 2.0, adata.n_obs)
     adata.obs["donor"] = rng.choice(["d1", "d2"], adata.n_obs)
@@ -396,7 +396,7 @@ def test_save_load_round_trip_of_a_model_with_every_field(tmp_path):
 
 def test_saved_library_prior_is_kept_on_load(tmp_path):
     """A modelled library's prior is the saved one, not re-estimated from the load data."""
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     SCVI.setup_anndata(adata, batch_key="batch")
     model = SCVI(adata, use_observed_lib_size=False, n_hidden=16)
     model.is_trained_ = True  # the initial weights are enough for a round trip

@@ -83,3 +83,17 @@ def test_indices_under_both_names_and_the_constants(adata):
     model.train(max_epochs=1, **TRAIN_KW)
     np.testing.assert_array_equal(model.train_indices_, model.train_indices)
     assert SAVE_KEYS.MODEL_FNAME == "model.pt" and MODULE_KEYS.QZ_KEY == "qz"
+
+
+def test_parse_device_args_resolves_as_lightning_and_refuses_several_for_one():
+    from cellvi.model._utils import parse_device_args
+
+    accelerator, devices = parse_device_args("cpu", 1)
+    assert accelerator == "cpu" and devices == 1
+    assert parse_device_args("cpu", "auto", return_device="torch")[2] == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert parse_device_args(return_device="torch")[2].type == expected
+    with pytest.raises(ValueError, match="several devices"):
+        parse_device_args("cpu", [0, 1], return_device="torch", validate_single_device=True)
+    with pytest.raises(ValueError, match="JAX"):
+        parse_device_args(return_device="jax")

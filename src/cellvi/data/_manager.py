@@ -280,8 +280,13 @@ class AnnDataManager:
     @property
     def summary_stats(self) -> attrdict:
         """All fields' summary statistics (``n_cells``, ``n_vars``, ``n_batch``, ...)."""
+        return self._get_summary_stats_from_registry(self._registry)
+
+    @staticmethod
+    def _get_summary_stats_from_registry(registry: dict[str, Any]) -> attrdict:
+        """All fields' summary statistics, read from a registry (e.g. a saved model's)."""
         stats: dict[str, int] = {}
-        for entry in self._registry[keys._FIELD_REGISTRIES_KEY].values():
+        for entry in registry[keys._FIELD_REGISTRIES_KEY].values():
             stats.update(entry[keys._SUMMARY_STATS_KEY])
         return attrdict(stats)
 

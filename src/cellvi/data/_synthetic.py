@@ -44,7 +44,7 @@ def synthetic_iid(
     sparse_format: str | None = None,
     generate_coordinates: bool = False,
     return_mudata: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     *,
     batch_key: str = "batch",
     labels_key: str = "labels",
@@ -92,7 +92,9 @@ def synthetic_iid(
         modalities ``rna_key``, ``protein_expression_key`` and ``accessibility_key``; the
         batch, labels and coordinates are then the MuData's own.
     seed
-        Seed of the random generator; the same arguments and seed give the same data.
+        Seed of the random generator; the same arguments and seed give the same data. None
+        (as scvi-tools) draws new data at each call, from numpy's global random state, so
+        that ``cellvi.settings.seed`` makes a script reproducible.
     batch_key, labels_key
         Names of the batch and label columns of ``obs``.
     rna_key, protein_expression_key, accessibility_key
@@ -134,6 +136,8 @@ def synthetic_iid(
     n_batches = _check_int("n_batches", n_batches, minimum=1)
     n_labels = _check_int("n_labels", n_labels, minimum=0)
     dropout_ratio = _check_float("dropout_ratio", dropout_ratio, minimum=0.0, maximum=1.0)
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
     seed = _check_int("seed", seed, minimum=0)
     if sparse_format is not None and sparse_format not in _SPARSE_FORMATS:
         allowed = ", ".join(repr(name) for name in (None, *_SPARSE_FORMATS))

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 
 from cellvi.data import REGISTRY_KEYS, AnnDataManager
-from cellvi.data.fields import CategoricalObsField, LayerField
+from cellvi.data.fields import (
+    CategoricalObsField,
+    LabelsWithUnlabeledObsField,
+    LayerField,
+    NumericalObsField,
+)
 from cellvi.data.fields._categorical import categories_of
 from cellvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from cellvi.model.base._queries import posterior_query
 from cellvi.module import VAEC
+from cellvi.module._vaec import FINE_LABELS_KEY
 
 # Floor on a label's share before inverting it: a label with a handful of cells would
 # otherwise get a weight in the thousands and its few cells would dominate every minibatch.
@@ -76,9 +85,13 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
                     stacklevel=2,
                 )
             vaec_kwargs["ct_weight"] = computed
+        # The registry counts the unlabeled category (kept last) among the fine labels; the
+        # classifier predicts only the real ones.
+        n_fine_labels = stats.get("n_fine_labels")
         self.module = VAEC(
             n_input=stats["n_vars"],
             n_labels=stats["n_labels"],
+            n_fine_labels=None if n_fine_labels is None else n_fine_labels - 1,
             n_hidden=n_hidden,
             n_latent=n_latent,
             n_layers=n_layers,
@@ -97,9 +110,12 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     def setup_anndata(
         cls,
         adata: AnnData,
-        labels_key: str | None = None,
-        layer: str | None = None,
         batch_key: str | None = None,
+        labels_key: str | None = None,
+        fine_labels_key: str | None = None,
+        layer: str | None = None,
+        unlabeled_category: str = "unlabeled",
+        size_factor_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Register ``adata`` for CondSCVI.
@@ -108,13 +124,21 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         adata
             AnnData of raw counts.
-        labels_key
-            obs column of the cell labels (cell types) the model conditions on; required.
-        layer
-            Layer holding the counts; None uses ``adata.X``.
         batch_key
             obs column of the batch; with two or more batches the decoder gets a learnt batch
             embedding.
+        labels_key
+            obs column of the cell labels (cell types) the model conditions on; required.
+        fine_labels_key
+            obs column of finer labels (sub-types) that a classifier learns from the latent
+            space (see :meth:`predict`); cells labelled ``unlabeled_category`` do not count.
+        layer
+            Layer holding the counts; None uses ``adata.X``.
+        unlabeled_category
+            The fine label of cells whose fine label is unknown.
+        size_factor_key
+            obs column of size factors, registered as scvi-tools does; CondSCVI's module
+            reads each cell's total count as its library size, as in scvi-tools.
         **kwargs
             Passed to ``AnnDataManager.register_fields`` (e.g. ``source_registry``).
         """
@@ -128,7 +152,12 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
         ]
+        if fine_labels_key is not None:
+            fields.append(
+                LabelsWithUnlabeledObsField(FINE_LABELS_KEY, fine_labels_key, unlabeled_category)
+            )
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -227,6 +256,64 @@ class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "var_vprior": var_vprior,
             "weights_vprior": weights_vprior,
         }
+
+    @posterior_query
+    @torch.no_grad()
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+        batch_size: int | None = None,
+        use_posterior_mean: bool = True,
+    ) -> np.ndarray | pd.DataFrame:
+        """Predict each cell's fine label with the classifier trained on ``fine_labels_key``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training setup; None uses the training data.
+        indices
+            Cells to predict; None predicts all.
+        soft
+            Return each fine label's probability instead of the most probable label.
+        batch_size
+            Minibatch size (default ``cellvi.settings.batch_size``).
+        use_posterior_mean
+            Classify the posterior mean of ``z``; else one draw from the posterior, which
+            makes the predictions random.
+
+        Returns
+        -------
+        numpy.ndarray or pandas.DataFrame
+            The fine label of each cell, or (``soft``) a DataFrame of probabilities, one
+            column per fine label, indexed by the cells' names.
+        """
+        if self.module.classifier is None:
+            raise ValueError(
+                "This CondSCVI has no fine-label classifier: set it up with "
+                "setup_anndata(..., fine_labels_key=...) to predict fine labels."
+            )
+        adata = self._validate_anndata(adata)
+        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        probabilities = []
+        for tensors in loader:
+            inference_inputs = self.module._get_inference_input(tensors)
+            qz = self.module.inference(**inference_inputs)["qz"]
+            z = qz.loc if use_posterior_mean else qz.sample()
+            logits = self.module.classify(z, inference_inputs["y"])
+            probabilities.append(torch.softmax(logits, dim=-1).cpu())
+        probability = torch.cat(probabilities).numpy()
+        fine_labels = self._fine_label_names()
+        if soft:
+            return pd.DataFrame(probability, columns=fine_labels, index=adata.obs_names[indices])
+        return np.asarray(fine_labels, dtype=object)[probability.argmax(axis=1)]
+
+    def _fine_label_names(self) -> list:
+        """The fine labels the classifier predicts, in code order (the unlabeled one left out)."""
+        state = self.adata_manager.get_state_registry(FINE_LABELS_KEY)
+        return list(state["categorical_mapping"])[: self.module.n_fine_labels]
 
     def _validate_anndata(
         self, adata: AnnData | None = None, copy_if_view: bool = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 from anndata import AnnData
@@ -31,6 +32,9 @@ class SCVI(EmbeddingMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ----------
     adata
         AnnData registered with ``SCVI.setup_anndata``.
+    registry
+        Instead of ``adata``: a registry to size the module from (see ``BaseModelClass``).
+        With neither, the module is built from the ``datamodule`` of the first ``train``.
     n_hidden, n_latent, n_layers, dropout_rate, dispersion, gene_likelihood
         See ``cellvi.module.VAE``.
     use_observed_lib_size
@@ -50,9 +54,12 @@ class SCVI(EmbeddingMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     >>> adata.obsm["X_scVI"] = model.get_latent_representation()
     """
 
+    _module_cls = VAE
+
     def __init__(
         self,
-        adata: AnnData,
+        adata: AnnData | None = None,
+        registry: dict[str, Any] | None = None,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -63,38 +70,28 @@ class SCVI(EmbeddingMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         latent_distribution: Literal["normal", "ln"] = "normal",
         **model_kwargs: Any,
     ) -> None:
-        super().__init__(adata)
-        stats = self.summary_stats
-        registry_keys = self.adata_manager.data_registry
-        n_cats_per_cov = (
-            self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)["n_cats_per_key"]
-            if REGISTRY_KEYS.CAT_COVS_KEY in registry_keys
-            else None
-        )
-        n_batch = stats.get("n_batch", 0)
-        use_size_factor_key = REGISTRY_KEYS.SIZE_FACTOR_KEY in registry_keys
-        library_log_means = library_log_vars = None
-        if not use_size_factor_key and not use_observed_lib_size:
-            library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
-        self.module = VAE(
-            n_input=stats["n_vars"],
-            n_batch=n_batch,
-            n_labels=stats.get("n_labels", 0),
-            n_continuous_cov=stats.get("n_extra_continuous_covs", 0),
-            n_cats_per_cov=n_cats_per_cov,
-            n_hidden=n_hidden,
-            n_latent=n_latent,
-            n_layers=n_layers,
-            dropout_rate=dropout_rate,
-            dispersion=dispersion,
-            gene_likelihood=gene_likelihood,
-            use_observed_lib_size=use_observed_lib_size,
-            latent_distribution=latent_distribution,
-            use_size_factor_key=use_size_factor_key,
-            library_log_means=library_log_means,
-            library_log_vars=library_log_vars,
+        super().__init__(adata, registry)
+        self._module_kwargs = {
+            "n_hidden": n_hidden,
+            "n_latent": n_latent,
+            "n_layers": n_layers,
+            "dropout_rate": dropout_rate,
+            "dispersion": dispersion,
+            "gene_likelihood": gene_likelihood,
+            "use_observed_lib_size": use_observed_lib_size,
+            "latent_distribution": latent_distribution,
             **model_kwargs,
-        )
+        }
+        if self._module_init_on_train:
+            self.module = None
+            warnings.warn(
+                "SCVI was created without adata or registry: its module is built from the "
+                "datamodule (its n_vars, n_batch, ...) at the first train(datamodule=...).",
+                UserWarning,
+                stacklevel=2,
+            )
+        else:
+            self.module = self._module_from_registry()
         self._model_summary_string = (
             f"SCVI model with the following parameters:\nn_hidden: {n_hidden}, n_latent: "
             f"{n_latent}, n_layers: {n_layers}, dropout_rate: {dropout_rate}, dispersion: "
@@ -102,6 +99,37 @@ class SCVI(EmbeddingMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             f"{latent_distribution}."
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _module_from_registry(self) -> VAE:
+        """The VAE sized by the registry: genes, batches, labels and covariates."""
+        stats = self.summary_stats
+        fields = self.registry["field_registries"]
+        cat_covs = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+        n_cats_per_cov = cat_covs.get("n_cats_per_key") or None
+        n_batch = stats.get("n_batch", 0)
+        use_size_factor_key = bool(
+            fields.get(REGISTRY_KEYS.SIZE_FACTOR_KEY, {}).get("data_registry")
+        )
+        library_log_means = library_log_vars = None
+        if not use_size_factor_key and not self._module_kwargs["use_observed_lib_size"]:
+            if self._adata_manager is None:
+                raise ValueError(
+                    "use_observed_lib_size=False estimates the library size prior from the "
+                    "counts, which a model built from a registry alone does not have; pass "
+                    "adata."
+                )
+            library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
+        return self._module_cls(
+            n_input=stats["n_vars"],
+            n_batch=n_batch,
+            n_labels=stats.get("n_labels", 0),
+            n_continuous_cov=stats.get("n_extra_continuous_covs", 0),
+            n_cats_per_cov=None if n_cats_per_cov is None else list(n_cats_per_cov),
+            use_size_factor_key=use_size_factor_key,
+            library_log_means=library_log_means,
+            library_log_vars=library_log_vars,
+            **self._module_kwargs,
+        )
 
     @classmethod
     def setup_anndata(

@@ -48,7 +48,12 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
     Parameters
     ----------
     adata
-        AnnData registered with the subclass's ``setup_anndata``; None only when loading.
+        AnnData registered with the subclass's ``setup_anndata``.
+    registry
+        Without ``adata``: the registry of a setup (``model.registry`` of another model, or
+        a saved one) that the module is sized from; the model then trains on a
+        ``datamodule``. With neither, a model that supports it (``SCVI``) builds its module
+        from the datamodule at its first ``train`` (``_module_init_on_train``).
     """
 
     module: BaseModuleClass
@@ -66,10 +71,13 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
     test_indices_ = _StateField("test_indices", "Cells the last fit held out for testing.")
     trainer = _StateField("trainer", "The Lightning trainer of the last fit.")
 
-    def __init__(self, adata: AnnData | None = None) -> None:
+    def __init__(
+        self, adata: AnnData | None = None, registry: dict[str, Any] | None = None
+    ) -> None:
         self.id = str(uuid4())
         self._adata: AnnData | None = None
         self._adata_manager: AnnDataManager | None = None
+        self._registry: dict[str, Any] | None = None
         self.summary_stats = attrdict()
         if adata is not None:
             manager = self._get_most_recent_anndata_manager(adata, required=True)
@@ -78,6 +86,10 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
             self._adata_manager = manager
             self._register_manager_for_instance(manager)
             self.summary_stats = manager.summary_stats
+        elif registry is not None:
+            self._registry = registry
+            self.summary_stats = AnnDataManager._get_summary_stats_from_registry(registry)
+        self._module_init_on_train = adata is None and registry is None
         self.training_state = TrainingState()
         self.init_params_: dict[str, Any] = {}
         self._model_summary_string = ""
@@ -104,7 +116,7 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
     @property
     def registry_(self) -> dict[str, Any]:
         """The registry of the model's AnnData (scvi-tools' name for ``registry``)."""
-        return self.adata_manager.registry
+        return self.registry
 
     @property
     def adata_manager(self) -> AnnDataManager:
@@ -115,7 +127,9 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
 
     @property
     def registry(self) -> dict[str, Any]:
-        """The registry of the training setup."""
+        """The registry of the training setup (its AnnData's, or the one it was built from)."""
+        if self._adata_manager is None and self._registry is not None:
+            return self._registry
         return self.adata_manager.registry
 
     def _validate_anndata(

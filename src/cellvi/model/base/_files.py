@@ -122,6 +122,25 @@ def write_model_files(
         raise
 
 
+def _unshared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors on the CPU, each in its own memory, as safetensors requires.
+
+    Modules may hold tensors that share memory (a Pyro AutoGuide initialised to the prior
+    mean keeps a view of the model's buffer): each such tensor is written as its own copy.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key in seen or tensor.numel() * tensor.element_size() != storage.nbytes():
+            tensor = tensor.clone()
+        seen.add((tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()))
+        tensors[name] = tensor
+    return tensors
+
+
 def _write_staged(
     paths: ModelPaths,
     staging: Staging,
@@ -130,8 +149,7 @@ def _write_staged(
     write_adata: Callable[[Path], None] | None,
     previous: dict[str, str],
 ) -> None:
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
-    save_file(tensors, str(staging.file(paths.weights.name)))
+    save_file(_unshared(state_dict), str(staging.file(paths.weights.name)))
     names = [paths.weights.name]
     if write_adata is not None:
         write_adata(staging.file(paths.adata.name))

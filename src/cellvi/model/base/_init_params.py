@@ -15,7 +15,7 @@ def record_init_params(init: Callable[..., Any], init_locals: dict[str, Any]) ->
     """
     params: dict[str, dict[str, Any]] = {"kwargs": {}, "non_kwargs": {}}
     for name, parameter in inspect.signature(init).parameters.items():
-        if name in ("self", "adata") or name not in init_locals:
+        if name in ("self", "adata", "registry") or name not in init_locals:
             continue
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             params["kwargs"][name] = dict(init_locals[name])

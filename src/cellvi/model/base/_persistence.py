@@ -25,6 +25,7 @@ from cellvi.model.base._files import (
     write_model_files,
 )
 from cellvi.model.base._init_params import init_arguments
+from cellvi.model.base._json_values import from_json_values, to_json_values
 from cellvi.model.base._scvi_tools_files import has_scvi_tools_model, read_scvi_tools_model
 from cellvi.train import TrainingState
 
@@ -63,7 +64,7 @@ class PersistenceMixin:
             "format_version": FORMAT_VERSION,
             "cellvi_version": __version__,
             "model_class": type(self).__name__,
-            "init_params": _json_checked(self.init_params_, "init parameter"),
+            "init_params": _json_checked(to_json_values(self.init_params_), "init parameter"),
             "registry": _json_checked(self.adata_manager.registry, "registry entry"),
             "attributes": self.training_state.to_json(),
         }
@@ -147,7 +148,10 @@ def _build_checked(
     before they can allocate memory, and every refusal is a :class:`ModelFileError`.
     Returns the model and the saved weights under its module's names.
     """
-    init_params = init_arguments(saved.description["init_params"])
+    try:
+        init_params = init_arguments(from_json_values(saved.description["init_params"]))
+    except ValueError as error:
+        raise ModelFileError(f"The init parameters in {paths.description}: {error}") from error
     try:
         with torch.device("meta"):
             sketch = cls(adata, **init_params)
@@ -193,7 +197,8 @@ def _json_checked(value: dict[str, Any], what: str) -> dict[str, Any]:
         except (TypeError, ValueError) as error:
             raise TypeError(
                 f"The {what} {key!r}={item!r} cannot be saved: model files hold JSON data only, "
-                "never code or pickled objects. Pass plain values (numbers, strings, lists)."
+                "never code or pickled objects. Pass plain values (numbers, strings, lists, "
+                "numpy arrays, pandas tables)."
             ) from error
     return value
 

@@ -52,7 +52,8 @@ def posterior_query(
                     stacklevel=2,
                 )
             module = self.module
-            was_training = module.training
+            # "is True": a stand-in for the module (a test double) may answer with a non-bool.
+            was_training = module.training is True
             module.eval()
             try:
                 return method(self, *args, **kwargs)

@@ -33,7 +33,7 @@ class TrainingMixin(CheckpointMixin):
         max_epochs: int | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
-        train_size: float = 0.9,
+        train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
         load_sparse_tensor: bool = False,
@@ -58,7 +58,9 @@ class TrainingMixin(CheckpointMixin):
         accelerator, devices
             Where to train (Lightning's names; "auto" picks a GPU when there is one).
         train_size, validation_size
-            Fractions of cells for training and validation; the rest is the test set.
+            Fractions of cells for training and validation; the rest is the test set. None
+            for ``train_size``: 0.9, moving the one or two cells of a last training minibatch
+            that would hold so few to the validation set (a chosen size keeps them).
         shuffle_set_split
             Shuffle cells before splitting (else the split follows the cell order).
         load_sparse_tensor
@@ -175,9 +177,16 @@ def run_training(
         # Plans that take **kwargs check them themselves (TrainingPlan: against the loss).
         named = list(inspect.signature(plan_cls.__init__).parameters)[2:]
         check_keywords(plan_kwargs, named, "plan_kwargs")
+    if datamodule is None and model._adata is None:
+        raise AttributeError(
+            f"This {type(model).__name__} holds no AnnData to train on; pass "
+            "train(datamodule=...)."
+        )
     if max_epochs is None:
         max_epochs = default_max_epochs(_n_cells(model, datamodule))
     check_positive_int("max_epochs", max_epochs)
+    if model.module is None:
+        model.module = _module_from_datamodule(model, datamodule)
     if datamodule is None:
         # Another model's setup of the same AnnData may have rewritten the codes since this
         # model's registration: replay it so training reads this model's codes.
@@ -197,6 +206,28 @@ def run_training(
     except BaseException:
         before.restore(model)
         raise
+
+
+def _module_from_datamodule(model: Any, datamodule: pl.LightningDataModule) -> Any:
+    """The module of a model created without data, sized by the datamodule's attributes.
+
+    The datamodule must say ``n_vars`` and ``n_batch``; ``n_labels`` (default 1),
+    ``n_continuous_cov`` (0) and ``n_cats_per_cov`` (None) are read when present.
+    """
+    missing = [name for name in ("n_vars", "n_batch") if not hasattr(datamodule, name)]
+    if missing:
+        raise ValueError(
+            f"{type(model).__name__} builds its module from the datamodule, which lacks "
+            f"{missing}; set them on the datamodule (e.g. datamodule.n_vars = adata.n_vars)."
+        )
+    return model._module_cls(
+        datamodule.n_vars,
+        n_batch=datamodule.n_batch,
+        n_labels=getattr(datamodule, "n_labels", 1),
+        n_continuous_cov=getattr(datamodule, "n_continuous_cov", 0),
+        n_cats_per_cov=getattr(datamodule, "n_cats_per_cov", None),
+        **model._module_kwargs,
+    )
 
 
 def _n_cells(model: Any, datamodule: pl.LightningDataModule | None) -> int:

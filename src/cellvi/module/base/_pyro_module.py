@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from abc import ABC, abstractmethod
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -42,7 +42,28 @@ def _in_private_store(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class PyroBaseModuleClass(ModuleBase, ABC):
+_MISSING_FN_ARGS = (
+    "{name} must define _get_fn_args_from_batch(tensors), mapping a minibatch to the "
+    "(args, kwargs) of its model and guide (a static method, or a function set in __init__)."
+)
+
+
+class _ChecksFnArgs(ABCMeta):
+    """Refuse a Pyro module that, once built, still lacks ``_get_fn_args_from_batch``."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        module = super().__call__(*args, **kwargs)
+        defined = "_get_fn_args_from_batch" in vars(module) or any(
+            "_get_fn_args_from_batch" in vars(klass)
+            for klass in cls.__mro__
+            if klass is not PyroBaseModuleClass
+        )
+        if not defined:
+            raise TypeError(_MISSING_FN_ARGS.format(name=cls.__name__))
+        return module
+
+
+class PyroBaseModuleClass(ModuleBase, metaclass=_ChecksFnArgs):
     """A probabilistic model written in Pyro: a ``model``, a ``guide`` and how to call them.
 
     A subclass creates all its parameters in ``__init__`` (as ``nn.Parameter``, submodules or
@@ -67,10 +88,12 @@ class PyroBaseModuleClass(ModuleBase, ABC):
 
     _entry_points: ClassVar[tuple[str, ...]] = ("model", "guide")
 
-    @staticmethod
-    @abstractmethod
-    def _get_fn_args_from_batch(tensors: Tensors) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    # Not abstract: modules written for scvi-tools often assign it in ``__init__`` (e.g. the
+    # static method of their PyroModule), which an abstract method would refuse before
+    # ``__init__`` runs; ``_ChecksFnArgs`` checks for it once ``__init__`` has run instead.
+    def _get_fn_args_from_batch(self, tensors: Tensors) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Map a minibatch to the positional and keyword arguments of ``model`` and ``guide``."""
+        raise NotImplementedError(_MISSING_FN_ARGS.format(name=type(self).__name__))
 
     @abstractmethod
     def model(self, *args: Any, **kwargs: Any) -> Any:
@@ -161,10 +184,18 @@ class PyroBaseModuleClass(ModuleBase, ABC):
         An ``AutoGuide`` (or a ``PyroModule`` sized on first use) has no parameters until the
         guide first runs. When the saved weights name parameters this fresh module lacks, the
         guide is run once on ``example_batch``, without gradients and against a private
-        parameter store, so that those parameters exist before the weights are loaded.
+        parameter store, so that those parameters exist before the weights are loaded. A
+        model or guide with an unset ``n_obs`` (the size of its subsampled plate, which training
+        sets) gets the number of registered cells first, as a training step would set it.
         """
-        if set(state_dict) - set(self.state_dict()):
-            self.warm_up_guide(example_batch)
+        if not set(state_dict) - set(self.state_dict()):
+            return
+        n_cells = registry.get("field_registries", {}).get("X", {}).get("summary_stats", {})
+        n_cells = n_cells.get("n_cells")
+        for part in (self.model, self.guide):
+            if n_cells is not None and getattr(part, "n_obs", 0) is None:
+                part.n_obs = int(n_cells)
+        self.warm_up_guide(example_batch)
 
     def warm_up_guide(self, tensors: Tensors) -> None:
         """Run the guide once on the minibatch ``tensors``, creating its lazy parameters.
