@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
+import cellvi
 from cellvi.train import (
     PyroTrainingPlanConfig,
     TrainerConfig,
@@ -165,3 +166,21 @@ def test_bad_trainer_config_keys_fail_clearly_before_training() -> None:
             **TRAIN_KW,
         )
     assert not model.is_trained_
+
+
+def test_a_pyro_plan_config_under_lr_and_plan_kwargs() -> None:
+    from ..model._user_modules import TinyPyroModel
+
+    adata = cellvi.data.synthetic_iid(seed=0)
+    TinyPyroModel.setup_anndata(adata)
+    model = TinyPyroModel(adata)
+    config = PyroTrainingPlanConfig(n_epochs_kl_warmup=None, optim_kwargs={"lr": 0.005})
+    model.train(max_epochs=1, plan_config=config, **TRAIN_KW)
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == 0.005
+    assert _plan(model).n_epochs_kl_warmup is None
+    model.train(max_epochs=1, plan_config=config, lr=0.02, **TRAIN_KW)
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == 0.02
+    model.train(
+        max_epochs=1, plan_config=config, plan_kwargs={"optim_kwargs": {"lr": 0.03}}, **TRAIN_KW
+    )
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == 0.03

@@ -344,3 +344,21 @@ def test_fit_without_a_validation_loader_does_not_warn_about_it(recwarn) -> None
     trainer.fit(TrainingPlan(model.module), train_dataloaders=loader.train_dataloader())
     assert trainer.global_step == 4  # 400 cells in minibatches of 128
     assert not [w for w in recwarn if "val_dataloader" in str(w.message)]
+
+
+def test_reduce_lr_on_plateau_monitors_the_learning_rate_and_validates() -> None:
+    model = new_model(scvi_data())
+    model.train(max_epochs=2, plan_kwargs={"reduce_lr_on_plateau": True}, **TRAIN_KW)
+    assert any(isinstance(c, LearningRateMonitor) for c in model.trainer.callbacks)
+    assert [name for name in model.history if name.startswith("lr")]
+    assert list(model.history["elbo_validation"].index) == [0, 1]
+
+
+def test_ckpt_path_of_a_model_folder_is_refused_clearly(tmp_path) -> None:
+    adata = scvi_data()
+    model = new_model(adata)
+    model.save(tmp_path / "saved")
+    fresh = new_model(adata)
+    with pytest.raises(ValueError, match=r"is a folder.*Lightning \.ckpt.*Model\.load"):
+        fresh.train(max_epochs=1, ckpt_path=str(tmp_path / "saved"), **TRAIN_KW)
+    assert not fresh.is_trained_

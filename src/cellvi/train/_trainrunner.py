@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -79,6 +80,12 @@ class TrainRunner:
         # As in scvi-tools, a trainer config (or mapping) may name the checkpoint to resume.
         config_ckpt_path = trainer_kwargs.pop("ckpt_path", None)
         ckpt_path = config_ckpt_path if ckpt_path is None else ckpt_path
+        if ckpt_path is not None and os.path.isdir(ckpt_path):
+            raise ValueError(
+                f"ckpt_path {ckpt_path!r} is a folder, such as a model that SaveCheckpoint or "
+                "save() wrote: resume from a Lightning .ckpt file, or load the folder with "
+                "Model.load(path, adata=adata) and train the loaded model."
+            )
         for name in _RUNNER_SET:
             trainer_kwargs.pop(name, None)
         valid = keyword_names(self._trainer_cls.__init__) | keyword_names(pl.Trainer.__init__)
