@@ -23,6 +23,10 @@ class PyroJitGuideWarmup(Callback):
     parameters created after the optimizer to it at the first step, so the warm-up is only
     needed for such losses, or to have the parameters before the first step.
 
+    A module whose parameters are all made by its guide (nothing for the optimizer to hold
+    when it is built) is warmed up at setup instead, on ``dataloader``'s first minibatch, as
+    :class:`PyroModelGuideWarmup` does.
+
     Parameters
     ----------
     dataloader
@@ -32,6 +36,12 @@ class PyroJitGuideWarmup(Callback):
     def __init__(self, dataloader: Iterable[Any] | None = None) -> None:
         super().__init__()
         self.dataloader = dataloader
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Run the guide at setup when the module has no parameter before it runs."""
+        module = pl_module.module
+        if stage == "fit" and self.dataloader is not None and not list(module.parameters()):
+            module.warm_up_guide(_first_batch(self.dataloader))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Run ``pl_module.module``'s guide once."""

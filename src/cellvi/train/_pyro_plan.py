@@ -22,8 +22,9 @@ Tensors = dict[str, torch.Tensor]
 class _PyroPlan(BasePlan):
     """What both Pyro plans share: the loss of a minibatch, its logging, parameter checks.
 
-    The model and guide run against a private, empty Pyro parameter store, so modules never
-    share parameters through Pyro's global store. Parameters the guide creates on its first
+    The model and guide run against a private Pyro parameter store of the plan's own (empty
+    when the plan is built, and holding only its module's sites), so modules never share
+    parameters through Pyro's global store. Parameters the guide creates on its first
     call (an ``AutoGuide``'s) join the optimizer at the first training step, or exist before
     it with :class:`~cellvi.model.base.PyroModelGuideWarmup`.
     """
@@ -63,6 +64,8 @@ class _PyroPlan(BasePlan):
         self._differentiable = hasattr(self.loss_fn, "differentiable_loss")
         self._checked_parameters = False
         self._n_obs_training: int | None = None
+        # Kept between steps: a JIT-compiled loss reads its param sites from the store.
+        self._param_state: dict[str, Any] = {"params": {}, "constraints": {}}
 
     @property
     def n_obs_training(self) -> int | None:
@@ -116,7 +119,7 @@ class _PyroPlan(BasePlan):
         """
         args, kwargs = self._fn_args(batch, self.step_kl_weight())
         model, guide = self._model_and_guide()
-        with private_param_store():
+        with private_param_store(self._param_state):
             if self._differentiable:
                 loss = self.loss_fn.differentiable_loss(model, guide, *args, **kwargs)
                 self.raise_if_not_finite(loss, lambda: ["elbo"])
@@ -133,7 +136,7 @@ class _PyroPlan(BasePlan):
         """Add a validation minibatch's loss to the epoch sums."""
         args, kwargs = self._fn_args(batch, self.kl_weight)
         model, guide = self._model_and_guide()
-        with private_param_store():
+        with private_param_store(self._param_state):
             if self._differentiable:
                 loss = self.loss_fn.differentiable_loss(model, guide, *args, **kwargs)
             else:
@@ -176,7 +179,7 @@ class PyroTrainingPlan(_PyroPlan):
     Each training step evaluates ``loss_fn`` on the module's ``model`` and ``guide`` for one
     minibatch, backpropagates it into ``module.parameters()`` and takes one optimizer step
     (Lightning manual optimization, so that a non-finite loss is refused before anything is
-    backpropagated). The model and guide run against a private, empty Pyro parameter store.
+    backpropagated). The model and guide run against the plan's private Pyro parameter store.
 
     Parameters
     ----------
@@ -274,7 +277,7 @@ class LowLevelPyroTrainingPlan(_PyroPlan):
     Each training step returns the minibatch's ``loss_fn.differentiable_loss``; Lightning
     backpropagates it and steps the optimizer, so Trainer options of automatic optimization
     (``gradient_clip_val``, ``accumulate_grad_batches``) apply. A non-finite loss is refused
-    before Lightning backpropagates it. The model and guide run against a private, empty
+    before Lightning backpropagates it. The model and guide run against the plan's private
     Pyro parameter store.
 
     Parameters

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 
 from cellvi._settings import settings
@@ -22,7 +22,7 @@ from cellvi.train._progress import ProgressBar
 _QUIET = (
     ".*does not have many workers.*",
     "The dataloader,.*",
-    ".*you defined a validation_step but have no val_dataloader.*",
+    ".*you defined a `?validation_step`? but have no `?val_dataloader`?.*",
     ".*One of given dataloaders is None and it will be skipped.*",
     ".*Your `val_dataloader`'s sampler has shuffling enabled.*",
 )
@@ -38,9 +38,9 @@ class Trainer(pl.Trainer):
     benchmark
         Let cuDNN pick its fastest kernels (inputs have a fixed size).
     check_val_every_n_epoch
-        Validate every this many epochs. ``None``: never, unless early stopping,
-        checkpointing or the learning-rate monitor need validation metrics, in which case
-        every epoch.
+        Validate every this many epochs. ``None``: never, unless early stopping (this
+        option or an ``EarlyStopping`` in ``callbacks``), checkpointing or the learning-rate
+        monitor need validation metrics, in which case every epoch.
     max_epochs
         Epochs to train for.
     default_root_dir
@@ -119,6 +119,9 @@ class Trainer(pl.Trainer):
                     warmup_epochs=early_stopping_warmup_epochs,
                 )
             )
+            needs_validation = True
+        elif any(isinstance(c, EarlyStopping) for c in callbacks):
+            # A user's early stopping checks after each validation: without one it never runs.
             needs_validation = True
         if any(isinstance(c, SaveCheckpoint) for c in callbacks):
             enable_checkpointing = True

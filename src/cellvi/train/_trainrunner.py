@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -43,10 +44,10 @@ class TrainRunner:
     trainer_config
         :class:`TrainerConfig` or mapping of :class:`Trainer` arguments, under
         ``trainer_kwargs`` (which win); its ``max_epochs``, ``accelerator`` and ``devices``
-        are those given here.
+        are those given here. A mapping may also hold ``ckpt_path``.
     ckpt_path
         A Lightning checkpoint (``.ckpt``, e.g. of a ``ModelCheckpoint`` callback) to resume
-        from: weights, optimizer state and epoch counters.
+        from: weights, optimizer state and epoch counters; wins over one in ``trainer_config``.
     **trainer_kwargs
         :class:`Trainer` and ``lightning.pytorch.Trainer`` arguments (a name neither takes is
         refused here, listing the valid ones). Extra ``callbacks`` and ``logger`` are kept
@@ -76,6 +77,15 @@ class TrainRunner:
         **trainer_kwargs: Any,
     ) -> None:
         trainer_kwargs = merge_kwargs(trainer_config, trainer_kwargs, name="trainer")
+        # As in scvi-tools, a trainer config (or mapping) may name the checkpoint to resume.
+        config_ckpt_path = trainer_kwargs.pop("ckpt_path", None)
+        ckpt_path = config_ckpt_path if ckpt_path is None else ckpt_path
+        if ckpt_path is not None and os.path.isdir(ckpt_path):
+            raise ValueError(
+                f"ckpt_path {ckpt_path!r} is a folder, such as a model that SaveCheckpoint or "
+                "save() wrote: resume from a Lightning .ckpt file, or load the folder with "
+                "Model.load(path, adata=adata) and train the loaded model."
+            )
         for name in _RUNNER_SET:
             trainer_kwargs.pop(name, None)
         valid = keyword_names(self._trainer_cls.__init__) | keyword_names(pl.Trainer.__init__)

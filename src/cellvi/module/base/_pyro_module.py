@@ -21,15 +21,19 @@ Tensors = dict[str, torch.Tensor]
 
 
 @contextmanager
-def private_param_store() -> Iterator[None]:
+def private_param_store(state: dict[str, Any] | None = None) -> Iterator[None]:
     """Run Pyro code against an empty parameter store, restoring the global one afterwards.
 
     cellvi keeps every parameter of a Pyro module on the torch module itself, so the store only
     ever holds what ``pyro.module``/``PyroModule`` register during one call. Starting each call
     from an empty store means two modules registered under the same Pyro name can never
     swap or share tensors, whatever the user's global store holds.
+
+    ``state`` (a dict ``{"params": {}, "constraints": {}}``, updated on exit) carries one
+    private store over calls instead: a training plan keeps its module's sites between
+    steps, as JIT-compiled losses (``JitTrace_ELBO``), which read them before each call, need.
     """
-    with pyro.get_param_store().scope():
+    with pyro.get_param_store().scope(state):
         yield
 
 
