@@ -286,7 +286,7 @@ class RNASeqMixin:
                 raise ValueError(
                     "n_samples_overall draws cells of adata; give adata, not a dataloader."
                 )
-            minibatches = self._query_minibatches(None, indices, batch_size, dataloader)
+            minibatches = self._query_minibatches(adata, indices, batch_size, dataloader)
             values = self._expression_per_cell(
                 minibatches, None, n_samples, return_mean, [None], key, None, None, silent
             )
@@ -809,6 +809,9 @@ def batch_codes(manager: Any, transform_batch: Any) -> list[int | None]:
             codes.append(None)
             continue
         matches = np.flatnonzero(mapping == category)
+        is_code = isinstance(category, int | np.integer) and not isinstance(category, bool)
+        if len(matches) == 0 and is_code and 0 <= category < len(mapping):
+            matches = [category]  # not a category itself: the code of one
         if len(matches) == 0:
             raise ValueError(
                 f"{category!r} is not a batch of this model; its batches are {mapping.tolist()}."
