@@ -34,15 +34,17 @@ def _selection_mask(selection: Selection, obs: pd.DataFrame, what: str) -> np.nd
             ) from error
         return obs.index.isin(chosen)
     array = np.asarray(selection).ravel()
+    if array.size == 0:
+        return np.zeros(n_cells, dtype=bool)
     if array.dtype == bool:
         if array.size != n_cells:
             raise ValueError(
                 f"{what} is a boolean mask of length {array.size}, but there are {n_cells} cells."
             )
         return array
-    if array.size and not np.issubdtype(array.dtype, np.integer):
+    if not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"{what} must be cell positions, a boolean mask or a query string.")
-    if array.size and (array.min() < -n_cells or array.max() >= n_cells):
+    if array.min() < -n_cells or array.max() >= n_cells:
         raise ValueError(f"{what} holds positions outside the {n_cells} cells.")
     mask = np.zeros(n_cells, dtype=bool)
     mask[array] = True
