@@ -18,7 +18,9 @@ from cellvi.model import SCVI, CondSCVI
 from cellvi.model.base._de_core import _fdr_de_prediction, _prepare_obs
 from cellvi.model.base._differential import (
     DifferentialComputation,
+    _log_fold_statistics,
     credible_intervals,
+    describe_continuous_distrib,
     estimate_delta,
     estimate_pseudocounts_offset,
 )
@@ -236,6 +238,24 @@ def test_estimators():
     low, high = credible_intervals(samples, confidence_level=0.95).T
     np.testing.assert_allclose(low, -1.96, atol=0.15)
     np.testing.assert_allclose(high, 1.96, atol=0.15)
+
+
+def test_fast_change_statistics_equal_numpy():
+    """The piecewise torch statistics are numpy's formulas (scvi-tools' definitions)."""
+    rng = np.random.default_rng(1)
+    scales_1 = rng.dirichlet(np.ones(600), size=1000).astype(np.float32)
+    scales_2 = rng.dirichlet(np.ones(600), size=1000).astype(np.float32)
+    pseudocounts, delta = 1e-4, 0.3
+    plus, minus, _, summaries = _log_fold_statistics(
+        scales_1, scales_2, pseudocounts, delta, [0.8]
+    )
+    effects = np.log2(scales_1 + pseudocounts) - np.log2(scales_2 + pseudocounts)
+    np.testing.assert_allclose(plus, np.mean(effects >= delta, 0), atol=2e-3)
+    np.testing.assert_allclose(minus, np.mean(effects < -delta, 0), atol=2e-3)
+    fold = np.log2(scales_1 + 1e-3 * pseudocounts) - np.log2(scales_2 + 1e-3 * pseudocounts)
+    reference = describe_continuous_distrib(fold, [0.8])
+    for name, values in reference.items():
+        np.testing.assert_allclose(summaries[name], values, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 def test_differential_computation_custom_functions(iid_model):

@@ -164,7 +164,7 @@ class DifferentialComputation:
             )
             scales.append(draws)
             batches.append(np.full(len(draws), np.nan if batch is None else batch, dtype=object))
-        scale = np.concatenate(scales)
+        scale = scales[0] if len(scales) == 1 else np.concatenate(scales)
         batch = np.concatenate(batches)
         if give_mean:
             scale = scale.mean(0)
@@ -425,11 +425,9 @@ def _mean_over_draws(
     scales_2: np.ndarray,
 ) -> np.ndarray:
     """Mean over draws of a boolean comparison of paired draws, per gene (float64)."""
-    a, b = (
-        torch.from_numpy(np.ascontiguousarray(scales_1)),
-        torch.from_numpy(np.ascontiguousarray(scales_2)),
-    )
-    return compare(a, b).sum(0, dtype=torch.float64).numpy() / a.shape[0]
+    a = torch.from_numpy(np.ascontiguousarray(scales_1))
+    b = torch.from_numpy(np.ascontiguousarray(scales_2))
+    return torch.count_nonzero(compare(a, b), dim=0).numpy() / a.shape[0]
 
 
 def _log_fold_statistics(
@@ -442,18 +440,25 @@ def _log_fold_statistics(
     """Up / down probabilities, threshold and summaries of the log2 fold change.
 
     The probabilities use ``pseudocounts``; the summaries a thousandth of it (so that they
-    describe the fold change itself). Computed a piece of genes at a time.
+    describe the fold change itself). Computed a piece of genes at a time, each gene's draws
+    in a contiguous row, in two reused buffers.
     """
     a = torch.from_numpy(np.ascontiguousarray(scales_1, dtype=np.float32))
     b = torch.from_numpy(np.ascontiguousarray(scales_2, dtype=np.float32))
     n_draws, n_genes = a.shape
     starts = range(0, n_genes, _GENES_PER_PIECE)
     pieces = [slice(g, min(g + _GENES_PER_PIECE, n_genes)) for g in starts]
+    buffers = torch.empty(2, min(_GENES_PER_PIECE, n_genes), n_draws)
+
+    def rows(genes: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        return a[:, genes].T.contiguous(), b[:, genes].T.contiguous()
+
     if delta is None:
-        means = np.concatenate(
-            [_lfc(a[:, genes], b[:, genes], pseudocounts).mean(0).numpy() for genes in pieces]
-        )
-        delta = estimate_delta(means)
+        means = []
+        for genes in pieces:
+            effects = _lfc_into(buffers, *rows(genes), pseudocounts)
+            means.append(effects.mean(1).numpy())
+        delta = estimate_delta(np.concatenate(means))
     plus, minus = np.empty(n_genes), np.empty(n_genes)
     names = ["mean", "median", "std", "min", "max"]
     for level in levels or []:
@@ -461,15 +466,16 @@ def _log_fold_statistics(
         names += [f"confidence_interval_{str(level)[:5]}_max"]
     summaries = {name: np.empty(n_genes, dtype=np.float32) for name in names}
     for genes in pieces:
-        effects = _lfc(a[:, genes], b[:, genes], pseudocounts)
-        plus[genes] = (effects >= delta).sum(0, dtype=torch.float64).numpy() / n_draws
-        minus[genes] = (effects < -delta).sum(0, dtype=torch.float64).numpy() / n_draws
-        fold = _lfc(a[:, genes], b[:, genes], 1e-3 * pseudocounts)
-        summaries["mean"][genes] = fold.mean(0).numpy()
-        summaries["std"][genes] = fold.std(0, correction=0).numpy()
-        summaries["min"][genes] = fold.amin(0).numpy()
-        summaries["max"][genes] = fold.amax(0).numpy()
-        per_gene = fold.T.contiguous().numpy()  # (genes, draws): each gene's draws in a row
+        rows_a, rows_b = rows(genes)
+        effects = _lfc_into(buffers, rows_a, rows_b, pseudocounts)
+        plus[genes] = torch.count_nonzero(effects >= delta, dim=1).numpy() / n_draws
+        minus[genes] = torch.count_nonzero(effects < -delta, dim=1).numpy() / n_draws
+        fold = _lfc_into(buffers, rows_a, rows_b, 1e-3 * pseudocounts)
+        std, mean = torch.std_mean(fold, dim=1, correction=0)
+        low, high = torch.aminmax(fold, dim=1)
+        summaries["mean"][genes], summaries["std"][genes] = mean.numpy(), std.numpy()
+        summaries["min"][genes], summaries["max"][genes] = low.numpy(), high.numpy()
+        per_gene = fold.numpy()  # (genes, draws)
         summaries["median"][genes] = _row_medians(per_gene)
         for level in levels or []:
             low, high = credible_intervals(per_gene.T, confidence_level=level).T
@@ -478,8 +484,14 @@ def _log_fold_statistics(
     return plus, minus, float(delta), summaries
 
 
-def _lfc(a: torch.Tensor, b: torch.Tensor, pseudocounts: float) -> torch.Tensor:
-    return torch.log2(a + pseudocounts) - torch.log2(b + pseudocounts)
+def _lfc_into(
+    buffers: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor, pseudocounts: float
+) -> torch.Tensor:
+    """``log2(a + c) - log2(b + c)`` for a piece of genes, written into ``buffers[0]``."""
+    out, scratch = buffers[0, : len(rows_a)], buffers[1, : len(rows_a)]
+    torch.log2(torch.add(rows_a, pseudocounts, out=out), out=out)
+    torch.log2(torch.add(rows_b, pseudocounts, out=scratch), out=scratch)
+    return out.sub_(scratch)
 
 
 def _log2_fold_change(x: np.ndarray, y: np.ndarray, pseudocounts: float) -> np.ndarray:

@@ -111,7 +111,7 @@ class RNASeqMixin:
         out = np.empty((len(cells), n_genes), dtype=np.float32)
         log_weights = np.empty(len(cells), dtype=np.float64) if importance is not None else None
         anchors = (
-            self._importance_anchors(adata, unique, counts, data_loader_kwargs, **importance)
+            self._importance_anchors(adata, unique, **importance)
             if importance is not None
             else None
         )
@@ -163,15 +163,13 @@ class RNASeqMixin:
         self,
         adata: AnnData,
         cells: np.ndarray,
-        counts: np.ndarray,
-        data_loader_kwargs: dict[str, Any],
         max_cells: int = 1024,
         truncation: bool = False,
         n_mc_samples: int = 500,
         n_mc_samples_per_pass: int = 250,
     ) -> dict[str, Any]:
-        """The anchor cells whose posteriors define the importance weights (at most
-        ``max_cells`` of the group, at random)."""
+        """Anchor cells of the importance weights (at most ``max_cells`` of ``cells``, at
+        random): their posteriors, counts and marginal log-likelihoods."""
         anchors = (
             cells
             if len(cells) <= max_cells
