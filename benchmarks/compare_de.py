@@ -16,10 +16,16 @@ builds scvi-tools' one) and runs the same differential expression calls:
   holds.
 
 Wall times (best of ``--repeats``) of ``differential_expression`` (vanilla and change) and of
-``get_normalized_expression`` on all cells are taken in the worker after training.
+``get_normalized_expression`` on all cells are taken in the worker after training. Compare
+them only from runs with ``--jobs 1``: with more jobs one library's timed calls overlap the
+other's training. Timings do not depend on how long the model trained, so a timing run can
+use few epochs (``--max-epochs 3``) and larger simulated data (``--n-cells``,
+``--n-cell-types``: the posterior sampling of large groups is where the libraries differ).
 
     .venv/bin/python benchmarks/compare_de.py \\
-        --reference-python .venv-scvi-tools/bin/python --seeds 0 1 2 --max-epochs 100
+        --reference-python .venv-scvi-tools/bin/python --seeds 0 1 2 --max-epochs 40
+    .venv/bin/python benchmarks/compare_de.py --reference-python .venv-scvi-tools/bin/python \\
+        --datasets simulated --n-cells 24000 --n-cell-types 2 --max-epochs 2 --jobs 1
 
 ``--summarise results/de.json`` prints the tables (and draws the figures) of an earlier run.
 """
@@ -165,7 +171,11 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict]:
         for dataset in args.datasets:
             if dataset == "simulated":
                 path = workdir / f"simulated-{seed}.h5ad"
-                sizes = {"n_cells": args.n_cells, "n_genes": args.n_genes}
+                sizes = {
+                    "n_cells": args.n_cells,
+                    "n_genes": args.n_genes,
+                    "n_cell_types": args.n_cell_types,
+                }
                 adata = cellvi.data.simulate(**{**SIMULATION, **sizes}, seed=seed)
                 profiles = adata.varm["type_profiles"]
                 truths[seed] = np.log2(profiles[:, 0] / profiles[:, 1]).tolist()
@@ -337,6 +347,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats (best kept)")
     parser.add_argument("--n-cells", type=int, default=SIMULATION["n_cells"])
     parser.add_argument("--n-genes", type=int, default=SIMULATION["n_genes"])
+    parser.add_argument("--n-cell-types", type=int, default=SIMULATION["n_cell_types"])
     args = parser.parse_args()
     if args.summarise:
         results = [r for path in args.summarise for r in json.loads(path.read_text())]
