@@ -902,9 +902,15 @@ def _n_cells(tensors: dict[str, Tensor]) -> int:
 
 
 def _take_cells(tensors: dict[str, Tensor], cells: Tensor, n_cells: int) -> dict[str, Tensor]:
-    """The per-cell entries of a minibatch, one row per draw (other entries unchanged)."""
+    """The per-cell entries of a minibatch, one row per draw (other entries unchanged).
+
+    The counts are left out: decoding reads the covariates only, and a copy of the counts
+    per draw would be the largest tensor of the piece.
+    """
     taken = {}
     for name, value in tensors.items():
+        if name == REGISTRY_KEYS.X_KEY:
+            continue
         if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == n_cells:
             if value.layout != torch.strided:
                 value = value.to_dense()
