@@ -19,7 +19,12 @@ from cellvi.data.fields import (
     NumericalObsField,
 )
 from cellvi.data.fields._categorical import categories_of
-from cellvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from cellvi.model.base import (
+    BaseModelClass,
+    RNASeqMixin,
+    UnsupervisedTrainingMixin,
+    VAEMixin,
+)
 from cellvi.model.base._queries import posterior_query
 from cellvi.module import VAEC
 from cellvi.module._vaec import FINE_LABELS_KEY
@@ -32,7 +37,7 @@ _KMEANS_N_INIT = 30
 _KMEANS_SEED = 0
 
 
-class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class CondSCVI(RNASeqMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Conditional scVI (Lopez et al. 2022): a latent space of variation within each cell type.
 
     Parameters

@@ -19,13 +19,14 @@ from cellvi.model._library_prior import library_size_prior
 from cellvi.model.base import (
     BaseModelClass,
     EmbeddingMixin,
+    RNASeqMixin,
     UnsupervisedTrainingMixin,
     VAEMixin,
 )
 from cellvi.module import VAE
 
 
-class SCVI(EmbeddingMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SCVI(EmbeddingMixin, RNASeqMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """single-cell Variational Inference (Lopez et al. 2018) on registered raw counts.
 
     Parameters

@@ -5,6 +5,7 @@ from cellvi.model.base._embedding_mixin import EmbeddingMixin
 from cellvi.model.base._files import ModelFileError
 from cellvi.model.base._pyro_mixins import PyroSampleMixin
 from cellvi.model.base._queries import posterior_query
+from cellvi.model.base._rnamixin import RNASeqMixin
 from cellvi.model.base._training_mixin import (
     PyroSviTrainMixin,
     TrainingMixin,
@@ -21,6 +22,7 @@ __all__ = [
     "PyroModelGuideWarmup",
     "PyroSampleMixin",
     "PyroSviTrainMixin",
+    "RNASeqMixin",
     "TrainingMixin",
     "UnsupervisedTrainingMixin",
     "VAEMixin",

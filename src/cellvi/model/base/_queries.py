@@ -52,13 +52,15 @@ def posterior_query(
                     stacklevel=2,
                 )
             module = self.module
-            # "is True": a stand-in for the module (a test double) may answer with a non-bool.
-            was_training = module.training is True
+            # Each submodule's own mode, restored afterwards: a user may hold some parts in
+            # eval mode (frozen batch norm) while the rest trains.
+            modes = [(part, part.training) for part in module.modules()]
             module.eval()
             try:
                 return method(self, *args, **kwargs)
             finally:
-                module.train(was_training)
+                for part, training in modes:
+                    part.training = training
 
         return guarded  # type: ignore[return-value]
 
