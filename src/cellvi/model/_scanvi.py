@@ -59,6 +59,9 @@ class SCANVI(EmbeddingMixin, VAEMixin, TrainingMixin, BaseModelClass):
         per batch estimated from the data.
     linear_classifier
         Classify with one linear layer of the latent code instead of a multi-layer perceptron.
+    datamodule
+        Must be None (scvi-tools builds SCANVI on a custom datamodule instead of an AnnData
+        there; models it saves record ``datamodule=None``).
     **model_kwargs
         Further ``SCANVAE`` arguments (``classifier_parameters``, ``encode_covariates``,
         ``latent_distribution``, ``y_prior``, ...).
@@ -100,8 +103,14 @@ class SCANVI(EmbeddingMixin, VAEMixin, TrainingMixin, BaseModelClass):
         gene_likelihood: Literal["zinb", "nb", "poisson"] = "zinb",
         use_observed_lib_size: bool = True,
         linear_classifier: bool = False,
+        datamodule: pl.LightningDataModule | None = None,
         **model_kwargs: Any,
     ) -> None:
+        if datamodule is not None:
+            raise ValueError(
+                "cellvi builds SCANVI on a registered AnnData; a datamodule in its place is not "
+                "supported (train(datamodule=...) can still feed the training minibatches)."
+            )
         super().__init__(adata)
         self._set_indices_and_labels()
         if self.n_labels < 1:
