@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tarfile
 import warnings
 from pathlib import Path
@@ -264,3 +265,41 @@ def test_an_unlabeled_category_that_names_a_real_label_makes_its_cells_unlabeled
         predicted = model.predict()
     assert "label_1" not in set(predicted)
     assert "label_1" not in model.predict(soft=True).columns
+
+
+REFERENCE_PYTHON = ROOT / ".venv-scvi-tools" / "bin" / "python"
+# Trains and saves an scvi-tools SCANVI with most options on, and its predictions.
+_REFERENCE_SCRIPT = """
+import sys, numpy as np, scvi
+out = sys.argv[1]
+scvi.settings.seed = 0
+adata = scvi.data.synthetic_iid()
+adata.obs["cont"] = np.linspace(-1, 1, adata.n_obs)
+scvi.model.SCANVI.setup_anndata(
+    adata, "labels", "label_0", batch_key="batch", continuous_covariate_keys=["cont"]
+)
+model = scvi.model.SCANVI(
+    adata, n_latent=5, encode_covariates=True, dispersion="gene-batch",
+    use_observed_lib_size=False, n_layers=2,
+)
+model.train(max_epochs=2, accelerator="cpu", enable_progress_bar=False)
+model.save(out, save_anndata=True, overwrite=True)
+np.save(out + "/soft.npy", model.predict(soft=True).to_numpy())
+np.save(out + "/latent.npy", model.get_latent_representation())
+"""
+
+
+def test_a_model_trained_by_scvi_tools_predicts_the_same_in_cellvi(tmp_path) -> None:
+    if not REFERENCE_PYTHON.exists():
+        pytest.skip(f"no scvi-tools environment at {REFERENCE_PYTHON} (make bench-env)")
+    out = tmp_path / "reference"
+    subprocess.run(
+        [str(REFERENCE_PYTHON), "-c", _REFERENCE_SCRIPT, str(out)], check=True, capture_output=True
+    )
+    model = SCANVI.load(out, accelerator="cpu")
+    np.testing.assert_allclose(
+        model.predict(soft=True).to_numpy(), np.load(out / "soft.npy"), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        model.get_latent_representation(), np.load(out / "latent.npy"), atol=1e-4
+    )
