@@ -27,7 +27,7 @@ CLASSIFIER_METRICS = ("classification_loss", "accuracy", "f1_score", "calibratio
 
 
 def labeled_data(unlabeled: str = "label_0"):
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     SCANVI.setup_anndata(adata, "labels", unlabeled, batch_key="batch")
     return adata
 
@@ -62,7 +62,7 @@ def test_training_logs_the_classifier_and_predict_labels_every_cell() -> None:
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(soft.idxmax(axis=1), model.predict(indices=[3, 1]))
     assert model.predict(indices=[]) == []
-    other = cellvi.data.synthetic_iid()
+    other = cellvi.data.synthetic_iid(seed=0)
     assert model.predict(other, indices=[0, 1, 2]).shape == (3,)
     assert model.get_latent_representation().shape == (adata.n_obs, 5)
 
@@ -113,7 +113,7 @@ def test_every_cell_labeled() -> None:
 
 
 def test_no_cell_labeled_trains_the_generative_model_alone() -> None:
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     # Known labels, none of them on a cell: the classifier has classes but no training data.
     adata.obs["labels"] = pd.Categorical(
         ["Unknown"] * adata.n_obs, categories=["B", "T", "Unknown"]
@@ -128,7 +128,7 @@ def test_no_cell_labeled_trains_the_generative_model_alone() -> None:
 
 
 def test_no_label_at_all_is_a_clear_error() -> None:
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     adata.obs["labels"] = "Unknown"
     SCANVI.setup_anndata(adata, "labels", "Unknown")
     with pytest.raises(ValueError, match="no label to learn"):
@@ -149,7 +149,7 @@ def test_the_classifier_learns_the_labels_of_hidden_cells() -> None:
 
 
 def test_from_scvi_model_keeps_every_scvi_weight() -> None:
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     SCVI.setup_anndata(adata, batch_key="batch")
     scvi_model = SCVI(adata, n_latent=6, use_observed_lib_size=False, dispersion="gene-batch")
     scvi_model.train(max_epochs=1, **TRAIN_KW)
@@ -170,17 +170,19 @@ def test_from_scvi_model_keeps_every_scvi_weight() -> None:
 
 
 def test_from_scvi_model_on_other_data_and_its_errors() -> None:
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     SCVI.setup_anndata(adata, batch_key="batch")
     scvi_model = SCVI(adata)
-    other = cellvi.data.synthetic_iid()
+    other = cellvi.data.synthetic_iid(seed=0)
     with pytest.raises(ValueError, match="labels_key is necessary"):
         SCANVI.from_scvi_model(scvi_model, "label_0", adata=other)
     with pytest.warns(UserWarning, match="hasn't been trained"):
         model = SCANVI.from_scvi_model(scvi_model, "label_0", labels_key="labels", adata=other)
     assert model.adata is other
     with pytest.raises(ValueError):
-        SCANVI.from_scvi_model(scvi_model, "label_0", adata=cellvi.data.synthetic_iid(n_genes=50))
+        SCANVI.from_scvi_model(
+            scvi_model, "label_0", adata=cellvi.data.synthetic_iid(n_genes=50, seed=0)
+        )
 
 
 def test_the_default_epochs_are_fewer_after_scvi() -> None:
@@ -235,7 +237,7 @@ def test_a_model_of_scvi_tools_before_1_1_keeps_its_probability_classifier(tmp_p
 
 
 def test_bad_input_fails_clearly() -> None:
-    adata = cellvi.data.synthetic_iid()
+    adata = cellvi.data.synthetic_iid(seed=0)
     with pytest.raises(KeyError, match="no_such_column"):
         SCANVI.setup_anndata(adata, "no_such_column", "Unknown")
     with pytest.raises(ValueError, match="labels_key"):

@@ -306,7 +306,7 @@ class SCANVI(EmbeddingMixin, VAEMixin, TrainingMixin, BaseModelClass):
         max_epochs: int | None = None,
         n_samples_per_label: int | None = None,
         check_val_every_n_epoch: int | None = None,
-        train_size: float = 0.9,
+        train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
         batch_size: int = 128,
@@ -336,7 +336,9 @@ class SCANVI(EmbeddingMixin, VAEMixin, TrainingMixin, BaseModelClass):
             Validate every this many epochs (None: only when needed, e.g. early stopping).
         train_size, validation_size, shuffle_set_split
             The split (see :class:`~cellvi.dataloaders.SemiSupervisedDataSplitter`: labeled
-            and unlabeled cells are split separately, so each split keeps labeled cells).
+            and unlabeled cells are split separately, so each split keeps labeled cells). None
+            for ``train_size``: 0.9, moving the one or two cells of a last training minibatch
+            that would hold so few to the validation set (a chosen size keeps them).
         batch_size
             Minibatch size, of the cells and of the labeled cells served beside them.
         accelerator, devices
