@@ -16,6 +16,7 @@ from cellvi.train._logger import HistoryLogger
 from cellvi.train._max_epochs import default_max_epochs
 from cellvi.train._progress import ProgressBar
 from cellvi.train._pyro_plan import LowLevelPyroTrainingPlan, PyroTrainingPlan
+from cellvi.train._semisupervised_plan import SemiSupervisedTrainingPlan
 from cellvi.train._state import TrainingState
 from cellvi.train._trainer import Trainer
 from cellvi.train._trainingplan import TrainingPlan
@@ -33,6 +34,7 @@ __all__ = [
     "PyroTrainingPlan",
     "PyroTrainingPlanConfig",
     "SaveCheckpoint",
+    "SemiSupervisedTrainingPlan",
     "TrainRunner",
     "Trainer",
     "TrainerConfig",
