@@ -305,3 +305,17 @@ def test_a_model_trained_by_scvi_tools_predicts_the_same_in_cellvi(tmp_path) -> 
     np.testing.assert_allclose(
         model.get_latent_representation(), np.load(out / "latent.npy"), atol=1e-4
     )
+
+
+def test_scanvi_answers_the_rna_queries_of_scvi() -> None:
+    adata = labeled_data()
+    cellvi.settings.seed = 0
+    model = SCANVI(adata, n_latent=5)
+    model.train(max_epochs=2, **TRAIN_KW)
+    cellvi.settings.seed = None
+    expression = model.get_normalized_expression(n_samples=2, return_mean=True)
+    assert expression.shape == adata.shape and list(expression.columns) == list(adata.var_names)
+    np.testing.assert_allclose(expression.sum(axis=1), 1.0, rtol=1e-4)
+    de = model.differential_expression(groupby="labels", group1="label_1", group2="label_2")
+    assert {"proba_m1", "proba_m2", "bayes_factor", "scale1", "scale2"} <= set(de.columns)
+    assert set(de.index) == set(adata.var_names)

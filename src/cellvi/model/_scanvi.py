@@ -26,7 +26,13 @@ from cellvi.data.fields import (
 from cellvi.dataloaders import SemiSupervisedDataSplitter
 from cellvi.dataloaders._labels import label_codes
 from cellvi.model._library_prior import library_size_prior
-from cellvi.model.base import BaseModelClass, EmbeddingMixin, TrainingMixin, VAEMixin
+from cellvi.model.base import (
+    BaseModelClass,
+    EmbeddingMixin,
+    RNASeqMixin,
+    TrainingMixin,
+    VAEMixin,
+)
 from cellvi.model.base._init_params import init_arguments
 from cellvi.model.base._queries import posterior_query
 from cellvi.model.base._training_mixin import run_training
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 Minibatches = Iterable[dict[str, torch.Tensor]]
 
 
-class SCANVI(EmbeddingMixin, VAEMixin, TrainingMixin, BaseModelClass):
+class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, TrainingMixin, BaseModelClass):
     """single-cell ANnotation using Variational Inference (Xu et al. 2021).
 
     scVI with cell labels: cells whose label is ``unlabeled_category`` are unlabeled, the
