@@ -12,7 +12,7 @@ from anndata import AnnData
 from cellvi.data import REGISTRY_KEYS, AnnDataManager
 from cellvi.data.fields import CategoricalObsField, LayerField
 from cellvi.data.fields._categorical import categories_of
-from cellvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from cellvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from cellvi.module import VAEC
 
 # Floor on a label's share before inverting it: a label with a handful of cells would
@@ -23,7 +23,7 @@ _KMEANS_N_INIT = 30
 _KMEANS_SEED = 0
 
 
-class CondSCVI(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class CondSCVI(VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Conditional scVI (Lopez et al. 2022): a latent space of variation within each cell type.
 
     Parameters

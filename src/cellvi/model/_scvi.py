@@ -16,6 +16,7 @@ from cellvi.data.fields import (
 )
 from cellvi.model._library_prior import library_size_prior
 from cellvi.model.base import (
+    ArchesMixin,
     BaseModelClass,
     EmbeddingMixin,
     UnsupervisedTrainingMixin,
@@ -24,7 +25,7 @@ from cellvi.model.base import (
 from cellvi.module import VAE
 
 
-class SCVI(EmbeddingMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SCVI(EmbeddingMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """single-cell Variational Inference (Lopez et al. 2018) on registered raw counts.
 
     Parameters

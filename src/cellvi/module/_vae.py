@@ -246,11 +246,13 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
                 raise ValueError(
                     f"{name} must have shape (1, n_batch) = (1, {n_rows}), got {table.shape}."
                 )
-            tables.append(table.reshape(n_rows, 1))
+            tables.append(table.reshape(1, n_rows))
         if not np.isfinite(tables[0]).all() or not (tables[1] > 0).all():
             raise ValueError("library_log_means must be finite and library_log_vars positive.")
+        # Kept as (1, n_batch), scvi-tools' layout (code written for it reads the shape).
         self.register_buffer("library_log_means", torch.as_tensor(tables[0]))
         self.register_buffer("library_log_vars", torch.as_tensor(tables[1]))
+        self.register_load_state_dict_pre_hook(_library_prior_as_row)
 
     def state_dict_from_scvi_tools(self, source: dict[str, Tensor]) -> dict[str, Tensor]:
         """This VAE's state dict from an scvi-tools 1.x ``VAE``'s (same architecture)."""
@@ -269,7 +271,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
             weights[key] = take(source, key)
         if self.library_log_means is not None:
             for name in ("library_log_means", "library_log_vars"):
-                weights[name] = take(source, name).reshape(-1, 1)
+                weights[name] = take(source, name).reshape(1, -1)
         return weights
 
     # The inference and generative inputs -------------------------------------------------
@@ -433,7 +435,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         if not self.use_observed_lib_size:
             prior_rows = batch_index.long().reshape(-1)
             pl = Normal(
-                self.library_log_means[prior_rows], self.library_log_vars[prior_rows].sqrt()
+                self.library_log_means.T[prior_rows], self.library_log_vars.T[prior_rows].sqrt()
             )
         return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz, MODULE_KEYS.PL_KEY: pl}
 
@@ -549,6 +551,16 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
             log_weights.append(log_weight)
         log_lik = torch.logsumexp(torch.cat(log_weights, dim=0), dim=0) - math.log(n_mc_samples)
         return log_lik.mean().item() if return_mean else log_lik
+
+
+def _library_prior_as_row(
+    module: torch.nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any
+) -> None:
+    """Read library priors saved by cellvi 0.1 as columns, ``(n_batch, 1)``, as rows."""
+    for name in ("library_log_means", "library_log_vars"):
+        key = f"{prefix}{name}"
+        if key in state_dict and state_dict[key].dim() == 2 and state_dict[key].shape[1] == 1:
+            state_dict[key] = state_dict[key].reshape(1, -1)
 
 
 def _dense(counts: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
 """Building blocks of model classes: ``BaseModelClass`` and the mixins users compose."""
 
+from cellvi.model.base._archesmixin import ArchesMixin
 from cellvi.model.base._base_model import BaseModelClass
 from cellvi.model.base._embedding_mixin import EmbeddingMixin
 from cellvi.model.base._files import ModelFileError
@@ -14,6 +15,7 @@ from cellvi.model.base._vae_mixin import VAEMixin
 from cellvi.train._guide_warmup import PyroJitGuideWarmup, PyroModelGuideWarmup
 
 __all__ = [
+    "ArchesMixin",
     "BaseModelClass",
     "EmbeddingMixin",
     "ModelFileError",
