@@ -18,6 +18,7 @@ from cellvi.module._options import check_choice, norm_flags
 from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput
 from cellvi.nn import DecoderSCVI, Encoder
 from cellvi.nn._scvi_tools_weights import decoder_weights, encoder_weights, prefixed, take
+from cellvi.utils import unsupported_if_adata_minified
 
 Tensor = torch.Tensor
 _DISPERSIONS = ("gene", "gene-batch", "gene-label", "gene-cell")
@@ -159,6 +160,9 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         self.encode_covariates = encode_covariates
         self.batch_representation = batch_representation
         self.use_size_factor_key = use_size_factor_key
+        # How the model's data were minified (None: full data); minified data hold the latent
+        # posterior instead of counts, and inference reads it (``_cached_inference``).
+        self.minified_data_type: str | None = None
         # A size factor replaces the library entirely, so no library is modelled then.
         self.use_observed_lib_size = use_size_factor_key or use_observed_lib_size
         self._register_library_prior(library_log_means, library_log_vars)
@@ -277,6 +281,12 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
     # The inference and generative inputs -------------------------------------------------
 
     def _get_inference_input(self, tensors: dict[str, Tensor], **kwargs: Any) -> dict[str, Any]:
+        if self.minified_data_type is not None:
+            return {
+                MODULE_KEYS.QZM_KEY: tensors[REGISTRY_KEYS.LATENT_QZM_KEY],
+                MODULE_KEYS.QZV_KEY: tensors[REGISTRY_KEYS.LATENT_QZV_KEY],
+                REGISTRY_KEYS.OBSERVED_LIB_SIZE: tensors[REGISTRY_KEYS.OBSERVED_LIB_SIZE],
+            }
         return {
             MODULE_KEYS.X_KEY: _dense(tensors[REGISTRY_KEYS.X_KEY]),
             MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
@@ -340,18 +350,27 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
 
     def inference(
         self,
-        x: Tensor,
+        x: Tensor | None = None,
         batch_index: Tensor | None = None,
         cont_covs: Tensor | None = None,
         cat_covs: Tensor | None = None,
         n_samples: int = 1,
+        qzm: Tensor | None = None,
+        qzv: Tensor | None = None,
+        observed_lib_size: Tensor | None = None,
     ) -> dict[str, Any]:
         """Encode counts into the posterior ``qz`` (and ``ql``) and draw ``z`` and the library.
 
         Returns a dict with ``qz``, ``z`` (and ``untran_z``, the normal draw before the
         logistic-normal transform), ``ql`` (None for an observed library) and ``library``
         (the log library size). With ``n_samples > 1`` draws have a leading sample dimension.
+        Given the stored posterior of minified data (``qzm``, ``qzv`` and
+        ``observed_lib_size``) instead of counts, it draws from that posterior.
         """
+        if qzm is not None:
+            return self._cached_inference(qzm, qzv, observed_lib_size, n_samples)
+        if x is None:
+            raise ValueError("inference needs the counts x (or, for minified data, qzm and qzv).")
         batch_index, columns = self._covariate_codes(batch_index, cat_covs, x.shape[0], x.device)
         encoder_values = torch.log1p(x) if self.log_variational else x
         if self.encode_covariates:
@@ -379,6 +398,27 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
             MODULE_KEYS.Z_KEY: z,
             "untran_z": untran_z,
             MODULE_KEYS.QL_KEY: ql,
+            MODULE_KEYS.LIBRARY_KEY: library,
+        }
+
+    def _cached_inference(
+        self, qzm: Tensor, qzv: Tensor, observed_lib_size: Tensor, n_samples: int = 1
+    ) -> dict[str, Any]:
+        """Inference from a stored posterior ``N(qzm, qzv)`` and observed library sizes.
+
+        The draws are not reparameterised: nothing upstream of a stored posterior trains.
+        """
+        qz = Normal(qzm, qzv.sqrt())
+        untran_z = qz.sample() if n_samples == 1 else qz.sample((n_samples,))
+        z = F.softmax(untran_z, dim=-1) if self.latent_distribution == "ln" else untran_z
+        library = torch.log(observed_lib_size.reshape(-1, 1))
+        if n_samples > 1:
+            library = library.expand(n_samples, *library.shape)
+        return {
+            MODULE_KEYS.QZ_KEY: qz,
+            MODULE_KEYS.Z_KEY: z,
+            "untran_z": untran_z,
+            MODULE_KEYS.QL_KEY: None,
             MODULE_KEYS.LIBRARY_KEY: library,
         }
 
@@ -461,6 +501,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
 
     # Loss and evaluation -----------------------------------------------------------------
 
+    @unsupported_if_adata_minified
     def loss(
         self,
         tensors: dict[str, Tensor],

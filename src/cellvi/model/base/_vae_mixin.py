@@ -13,6 +13,7 @@ from torch.distributions import Normal
 from cellvi._checks import check_positive_int
 from cellvi.model.base._queries import posterior_query
 from cellvi.module._constants import MODULE_KEYS
+from cellvi.utils import unsupported_if_adata_minified
 
 Minibatches = Iterable[dict[str, torch.Tensor]]
 
@@ -48,6 +49,7 @@ class VAEMixin:
             )
         return dataloader
 
+    @unsupported_if_adata_minified
     @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_elbo(
@@ -78,6 +80,7 @@ class VAEMixin:
         values = torch.cat(per_cell)
         return values.mean() if return_mean else values
 
+    @unsupported_if_adata_minified
     @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_marginal_ll(
@@ -110,6 +113,7 @@ class VAEMixin:
         values = torch.cat(per_cell)
         return float(values.mean()) if return_mean else values
 
+    @unsupported_if_adata_minified
     @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_reconstruction_error(
