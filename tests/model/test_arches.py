@@ -4,7 +4,8 @@ A reference SCVI is trained on two batches (with a categorical and a continuous 
 covariates in the encoder, a learnt library size so the library encoder exists) and saved;
 queries bring two new batches and a new category. After query training with the default
 optimizer (Adam with weight decay) every weight each freeze option freezes must be
-bit-identical to the reference's, and the new categories' weights must have moved.
+bit-identical to the reference's, and the new categories' weights must have moved. As in
+scvi-tools, the weights of a reference category that query cells hold train on those cells.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def reference(tmp_path_factory):
 
 
 def _query():
-    return _data(["b2", "b3"], ["a", "c"], seed=1)
+    """Two new batches and a new donor: nothing of the reference's is used by the query."""
+    return _data(["b2", "b3"], ["c"], seed=1)
 
 
 def _reference_part(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -153,6 +155,7 @@ def test_new_categories_extend_the_codes_and_reference_cells_keep_their_latent(r
     assert registry["batch"]["state_registry"]["categorical_mapping"] == ["b0", "b1", "b2", "b3"]
     covariates = registry["extra_categorical_covs"]["state_registry"]
     assert covariates["mappings"]["donor"] == ["a", "b", "c"]
+    assert set(query_adata.obsm["_scvi_extra_categorical_covs"]["donor"]) == {2}
     assert covariates["n_cats_per_key"] == [3]
     assert set(query_adata.obs["_scvi_batch"].unique()) == {2, 3}
     assert query.summary_stats.n_batch == 4
@@ -206,13 +209,28 @@ def test_batch_embeddings_grow_and_only_the_new_rows_train(tmp_path):
     assert not torch.equal(new[2:], fresh["_embeddings_dict.batch.weight"][2:])
 
 
-def test_a_query_reference_batch_cells_keep_their_code(reference):
-    _, _, directory = reference
+def test_reference_categories_the_query_holds_train_and_the_others_stay(reference):
+    model, _, directory = reference
     mixed = _data(["b1", "b7"], ["b"], seed=2)
     query = SCVI.load_query_data(mixed, directory, accelerator="cpu")
     mapping = query.registry_["field_registries"]["batch"]["state_registry"]
     assert mapping["categorical_mapping"] == ["b0", "b1", "b7"]
     assert set(mixed.obs["_scvi_batch"].unique()) == {1, 2}
+    query.train(max_epochs=2, **TRAIN_KW)
+    for name in (
+        "decoder.px_decoder.linears.0.cat_weights",
+        "z_encoder.encoder.linears.1.cat_weights",
+    ):
+        old, new = model.module.state_dict()[f"{name}.0"], query.module.state_dict()[f"{name}.0"]
+        assert torch.equal(new[0], old[0])  # batch b0: no query cell
+        assert not torch.equal(new[1], old[1])  # batch b1: query cells teach it, as in scvi-tools
+        assert not torch.equal(
+            new[2], query.module.decoder.px_decoder.linears[0].cat_weights[0][2]
+        )
+        donors_old = model.module.state_dict()[f"{name}.1"]
+        donors_new = query.module.state_dict()[f"{name}.1"]
+        assert torch.equal(donors_new[0], donors_old[0])  # donor a: no query cell
+        assert not torch.equal(donors_new[1], donors_old[1])
 
 
 def test_fewer_categories_keep_the_reference_codes(reference):
@@ -344,7 +362,9 @@ def test_condscvi_maps_new_batches_onto_its_embedding():
     query.train(max_epochs=2, **TRAIN_KW)
     before, after = model.module.state_dict(), query.module.state_dict()
     for name, old in before.items():
-        if not name.endswith("num_batches_tracked") and not _trains(name, {}):
+        # The label tables train on the query's cells (their labels are the reference's).
+        kept = not _trains(name, {}) and ".cat_weights." not in name
+        if kept and not name.endswith("num_batches_tracked"):
             assert torch.equal(_reference_part(after[name], old), old), name
     new_row = after["_embeddings_dict.batch.weight"][2]
     fresh = CondSCVI.load_query_data(query_adata.copy(), model).module.state_dict()

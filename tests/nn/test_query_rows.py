@@ -29,7 +29,7 @@ def test_reference_rows_stay_exact_while_new_rows_train(optimizer):
     before = {name: tensor.clone() for name, tensor in layers.state_dict().items()}
     layers.eval()
     expected = layers(x, *codes, cont=cont)
-    layers.freeze_for_query(n_reference_categories=[3, 1, 2])
+    layers.freeze_for_query(frozen_categories=[[0, 1, 2], [], [0, 1]])
     torch.testing.assert_close(layers(x, *codes, cont=cont), expected)  # same function
     layers.train()
     trainable = [p for p in layers.parameters() if p.requires_grad]
@@ -64,13 +64,16 @@ def test_unhooked_first_layer_trains_whole_and_no_counts_mean_all_categories():
     assert not layers.linears[1].weight.requires_grad
     assert all(p.requires_grad for p in layers.linears[1].cat_weights)
     assert len(layers.query_rows) == 0
-    with pytest.raises(ValueError, match="one count per covariate"):
-        layers.freeze_for_query(n_reference_categories=[3])
+    with pytest.raises(ValueError, match="one list of codes per covariate"):
+        layers.freeze_for_query(frozen_categories=[[3]])
+    layers.freeze_for_query(frozen_categories=[[1, 3], [], []])  # any rows, not only leading
+    assert set(layers.query_rows) == {"0_0", "1_0"}
+    assert layers.query_rows["0_0"].frozen_rows == [1, 3]
 
 
 def test_the_scvi_tools_view_concatenates_weights_and_gradients():
     layers = _layers()
-    layers.freeze_for_query(n_reference_categories=[3, 1, 2])
+    layers.freeze_for_query(frozen_categories=[[0, 1, 2], [], [0, 1]])
     view = layers.fc_layers[0][0]
     assert view.weight.shape == (8, 6 + 2 + 5 + 3) and view.weight.requires_grad
     assert view.weight.grad is None  # no backward pass yet

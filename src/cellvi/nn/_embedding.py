@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,19 +27,20 @@ class Embedding(torch.nn.Embedding):
         self.register_state_dict_post_hook(_merge_rows)
         self.register_load_state_dict_pre_hook(_split_rows)
 
-    def freeze_rows(self, n_rows: int) -> None:
-        """Freeze the first ``n_rows`` rows exactly; the others stay trainable.
+    def freeze_rows(self, rows: int | Sequence[int]) -> None:
+        """Freeze some rows exactly (an ``int``: the first ``rows``); the others stay trainable.
 
         Unlike ``extend(..., freeze_prev=True)``, whose gradient mask leaves the rows to the
         optimizer's weight decay, the frozen rows here keep their exact values however the
         embedding is trained (see :mod:`cellvi.nn._query_rows`). The state dict still holds
-        one ``weight`` of every row. ``n_rows`` equal to the number of rows freezes them all.
+        one ``weight`` of every row. Freezing every row freezes the weight.
         """
         self._merge_query_rows()
-        if n_rows >= self.num_embeddings:
+        frozen = set(range(min(rows, self.num_embeddings)) if isinstance(rows, int) else rows)
+        if len(frozen) >= self.num_embeddings:
             self.weight.requires_grad_(False)
-        elif n_rows > 0:
-            self.query_rows = TrainableRows(self.weight, n_rows)
+        elif frozen:
+            self.query_rows = TrainableRows(self.weight, sorted(frozen))
 
     def _merge_query_rows(self) -> None:
         """Undo :meth:`freeze_rows`: one trainable weight again, holding every row."""

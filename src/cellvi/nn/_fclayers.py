@@ -146,32 +146,31 @@ class FCLayers(torch.nn.Module):
     def freeze_for_query(
         self,
         hook_first_layer: bool = True,
-        n_reference_categories: Sequence[int] | None = None,
+        frozen_categories: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """Freeze the linear maps for reference mapping (scArches), as scvi-tools does.
 
         Every linear map's input weights, continuous-covariate weights and bias stop
         training, except those of the first layer when ``hook_first_layer`` is False (it then
-        trains whole). What stays trainable are the categorical-covariate weights: with
-        ``n_reference_categories``, only the rows of categories beyond the reference's, the
-        reference rows keeping their exact values (:mod:`cellvi.nn._query_rows`); without,
-        every category's (scvi-tools' behaviour). Batch norm and dropout are the caller's.
+        trains whole). What stays trainable are the categorical-covariate weights, of every
+        category but those in ``frozen_categories``, which keep their exact values
+        (:mod:`cellvi.nn._query_rows`). Batch norm and dropout are the caller's.
 
         Parameters
         ----------
         hook_first_layer
             Freeze the first layer too (False: it trains whole, e.g. to adapt to new genes).
-        n_reference_categories
-            For each entry of ``n_cat_list``, how many of its categories the reference model
-            learnt; the ones after them are the query's new categories.
+        frozen_categories
+            For each entry of ``n_cat_list``, the codes whose weights stay as they are (e.g.
+            reference categories no query cell holds); None: none.
         """
         self._merge_query_rows()
         n_cat_list = self.n_cat_list
-        reference = list(n_reference_categories or [0] * len(n_cat_list))
-        if len(reference) != len(n_cat_list):
+        frozen = [list(codes) for codes in frozen_categories or [[]] * len(n_cat_list)]
+        if len(frozen) != len(n_cat_list):
             raise ValueError(
-                f"n_reference_categories needs one count per covariate ({len(n_cat_list)}), "
-                f"got {len(reference)}."
+                f"frozen_categories needs one list of codes per covariate ({len(n_cat_list)}), "
+                f"got {len(frozen)}."
             )
         for i, linear in enumerate(self.linears):
             if i == 0 and not hook_first_layer:
@@ -180,11 +179,11 @@ class FCLayers(torch.nn.Module):
                 if param is not None:
                     param.requires_grad_(False)
             for position, table in enumerate(linear.cat_weights):
-                n_frozen = int(reference[self._active[position]])
-                if n_frozen >= table.shape[0]:
+                rows = sorted({int(code) for code in frozen[self._active[position]]})
+                if len(rows) >= table.shape[0]:
                     table.requires_grad_(False)
-                elif n_frozen > 0:
-                    self.query_rows[f"{i}_{position}"] = TrainableRows(table, n_frozen)
+                elif rows:
+                    self.query_rows[f"{i}_{position}"] = TrainableRows(table, rows)
         self._index_query_rows()
 
     def _merge_query_rows(self) -> None:

@@ -1,15 +1,14 @@
 """Trainable new rows of a lookup table whose reference rows stay frozen (reference mapping).
 
 When a query brings new categories (scArches), a table with one row per category (a batch
-embedding, the covariate columns of a linear map) grows: its first rows were learnt on the
-reference and must not change, the new ones must train. A gradient mask on the grown table
-would not be enough: weight decay, Adam's or AdamW's, moves an entry whatever its gradient.
-So the table ``W`` is held as a sum ``W = T + D``: ``T``, the original parameter, frozen, keeps
-the reference rows and zeros in the new ones; ``D``, trainable, holds the new rows and zeros
-in the reference ones, whose gradient is masked. An entry that is zero and receives a zero
-gradient stays exactly zero under every usual optimizer (SGD, Adam and AdamW, with or
-without weight decay), so the reference rows of ``W`` stay bit-identical while the new rows
-train as the rows of ``W`` would.
+embedding, the covariate columns of a linear map) grows: rows learnt on the reference must
+not change, the new ones must train. A gradient mask on the grown table would not be enough:
+weight decay, Adam's or AdamW's, moves an entry whatever its gradient. So the table ``W`` is
+held as a sum ``W = T + D``: ``T``, the original parameter, frozen, keeps the frozen rows and
+zeros in the others; ``D``, trainable, holds the other rows and zeros in the frozen ones,
+whose gradient is masked. An entry that is zero and receives a zero gradient stays exactly
+zero under every usual optimizer (SGD, Adam and AdamW, with or without weight decay), so the
+frozen rows of ``W`` stay bit-identical while the others train as the rows of ``W`` would.
 
 The owner of the table adds ``D``'s lookup to its own and stores ``W`` (not ``T`` and ``D``)
 in its state dict, through :func:`merge_rows_into_tables` and :func:`split_rows_of_tables`,
@@ -18,7 +17,7 @@ so a model mapped this way saves and loads like any other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -41,45 +40,59 @@ class _FreezeFirstRows:
 RowSplit = tuple[str, str, "TrainableRows"]
 
 
-class TrainableRows(torch.nn.Module):
-    """The trainable part ``D`` of a grown table ``W = T + D`` (see the module docstring).
+class _FreezeRows:
+    """Gradient hook zeroing the gradient of the given rows (picklable, device-agnostic)."""
 
-    Building it splits ``table`` in place: ``table`` (``T``) is frozen and its rows from
-    ``n_frozen`` on are set to zero; ``delta`` (``D``) holds those rows and zeros above them.
+    def __init__(self, rows: Sequence[int]) -> None:
+        self.rows = list(rows)
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[self.rows] = 0.0
+        return grad
+
+
+class TrainableRows(torch.nn.Module):
+    """The trainable part ``D`` of a table ``W = T + D`` with frozen rows (module docstring).
+
+    Building it splits ``table`` in place: ``table`` (``T``) is frozen and keeps only the
+    frozen rows (zeros elsewhere); ``delta`` (``D``) holds the other rows (zeros on the frozen
+    ones, whose gradient it masks).
 
     Parameters
     ----------
     table
-        The grown table, ``(n_rows, width)``, one row per category.
-    n_frozen
-        How many leading rows are the reference's (``0 < n_frozen < n_rows``).
+        The table, ``(n_rows, width)``, one row per category.
+    frozen_rows
+        The rows that keep their values: some but not all of the table's.
     """
 
-    def __init__(self, table: torch.nn.Parameter, n_frozen: int) -> None:
+    def __init__(self, table: torch.nn.Parameter, frozen_rows: Sequence[int]) -> None:
         super().__init__()
-        if not 0 < n_frozen < table.shape[0]:
+        self.frozen_rows = sorted({int(row) for row in frozen_rows})
+        self.trained_rows = [r for r in range(table.shape[0]) if r not in self.frozen_rows]
+        if not self.frozen_rows or not self.trained_rows:
             raise ValueError(
-                f"n_frozen must be between 1 and the table's {table.shape[0] - 1} first rows, "
-                f"got {n_frozen}."
+                f"frozen_rows must hold some but not all of the table's {table.shape[0]} rows, "
+                f"got {self.frozen_rows}."
             )
-        self.n_frozen = n_frozen
         with torch.no_grad():
             delta = table.detach().clone()
-            delta[:n_frozen] = 0.0
-            table[n_frozen:] = 0.0
+            delta[self.frozen_rows] = 0.0
+            table[self.trained_rows] = 0.0
         table.requires_grad_(False)
         self.delta = torch.nn.Parameter(delta)
-        self.delta.register_hook(_FreezeFirstRows(n_frozen))
+        self.delta.register_hook(_FreezeRows(self.frozen_rows))
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        """The rows of ``D`` for ``codes`` (zeros for reference categories)."""
+        """The rows of ``D`` for ``codes`` (zeros for frozen categories)."""
         return F.embedding(codes, self.delta)
 
     def split(self, merged: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T, D)`` of a whole table ``W``: reference rows in ``T``, new rows in ``D``."""
+        """``(T, D)`` of a whole table ``W``: frozen rows in ``T``, the others in ``D``."""
         table, delta = merged.clone(), merged.clone()
-        table[self.n_frozen :] = 0.0
-        delta[: self.n_frozen] = 0.0
+        table[self.trained_rows] = 0.0
+        delta[self.frozen_rows] = 0.0
         return table, delta
 
 

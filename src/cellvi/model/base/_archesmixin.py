@@ -138,7 +138,7 @@ class ArchesMixin:
         model.module.eval()
         _set_params_online_update(
             model.module,
-            {name: tuple(tensor.shape) for name, tensor in reference.items()},
+            {} if unfrozen else _frozen_categories(model, reference),
             unfrozen=unfrozen,
             freeze_decoder_first_layer=freeze_decoder_first_layer,
             freeze_batchnorm_encoder=freeze_batchnorm_encoder,
@@ -378,9 +378,63 @@ def grow_reference_weights(
 # Freezing -----------------------------------------------------------------------------------
 
 
+def _frozen_categories(
+    model: Any, reference: dict[str, torch.Tensor]
+) -> dict[str, list[list[int]]]:
+    """Per covariate table of the module, the reference categories no query cell holds.
+
+    Keyed by the name of each fully connected block (a list per entry of its ``n_cat_list``)
+    and of each embedding (one list). Which codes reach a block is read from one pass of the
+    query's cells through the module, so the answer holds whatever covariates a module feeds
+    to which block. As in scvi-tools, the weights of a reference category the query holds train
+    on the query's cells; those of the others are the reference's and stay exactly so.
+    """
+    seen: dict[str, list[set[int]]] = {}
+
+    def recorder(name: str) -> Any:
+        def record(block: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            codes = args[1:] if isinstance(block, FCLayers) else args[:1]
+            entry = seen.setdefault(name, [set() for _ in codes])
+            for found, code in zip(entry, codes, strict=True):
+                if code is not None:
+                    found.update(int(c) for c in torch.unique(code.detach()).tolist())
+
+        return record
+
+    module = model.module
+    handles = [
+        child.register_forward_pre_hook(recorder(name))
+        for name, child in module.named_modules()
+        if isinstance(child, FCLayers | Embedding)
+    ]
+    try:
+        with torch.no_grad():
+            module.eval()
+            for tensors in model._make_data_loader(adata=model.adata):
+                module(tensors, compute_loss=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    frozen: dict[str, list[list[int]]] = {}
+    for name, child in module.named_modules():
+        if isinstance(child, Embedding):
+            n_reference = reference[f"{name}.weight"].shape[0]
+            held = seen.get(name, [set()])[0]
+            frozen[name] = [[code for code in range(n_reference) if code not in held]]
+        elif isinstance(child, FCLayers):
+            lists: list[list[int]] = [[] for _ in child.n_cat_list]
+            for position, index in enumerate(child._active):
+                key = f"{name}.linears.0.cat_weights.{position}"
+                held = seen[name][index] if name in seen else set()
+                lists[index] = [c for c in range(reference[key].shape[0]) if c not in held]
+            frozen[name] = lists
+    return frozen
+
+
 def _set_params_online_update(
     module: torch.nn.Module,
-    reference_shapes: dict[str, tuple[int, ...]],
+    frozen_categories: dict[str, list[list[int]]],
     unfrozen: bool,
     freeze_decoder_first_layer: bool,
     freeze_batchnorm_encoder: bool,
@@ -392,10 +446,11 @@ def _set_params_online_update(
     """Freeze what the reference learnt, with scvi-tools' options (see ``load_query_data``).
 
     Everything is frozen but: the library encoder (and the classifier, unless
-    ``freeze_classifier``), trained whole; the rows of new categories in the covariate tables
-    of every fully connected block and in embeddings; the first layer of the encoders
-    (``freeze_expression=False``) and of the decoder (``freeze_decoder_first_layer=False``);
-    batch-norm weights where not frozen. Frozen batch norms keep their running statistics.
+    ``freeze_classifier``), trained whole; the covariate weights of the categories the query
+    holds, in every fully connected block and embedding (``frozen_categories`` lists the
+    others); the first layer of the encoders (``freeze_expression=False``) and of the decoder
+    (``freeze_decoder_first_layer=False``); batch-norm weights where not frozen. Frozen batch
+    norms keep their running statistics.
     """
     if unfrozen:
         return
@@ -414,12 +469,12 @@ def _set_params_online_update(
             )
             child.freeze_for_query(
                 hook_first_layer=not trains_first_layer,
-                n_reference_categories=_reference_categories(child, name, reference_shapes),
+                frozen_categories=frozen_categories.get(name),
             )
             if trains_first_layer:
                 child.linears[0].requires_grad_(True)
         elif isinstance(child, Embedding):
-            child.freeze_rows(reference_shapes.get(f"{name}.weight", (0,))[0])
+            child.freeze_rows(frozen_categories[name][0])
         elif isinstance(child, torch.nn.Dropout) and freeze_dropout:
             child.p = 0.0
         elif isinstance(child, torch.nn.BatchNorm1d):
@@ -430,17 +485,6 @@ def _set_params_online_update(
                 # A zero momentum keeps the running statistics as the reference left them.
                 child.momentum = 0.0
             child.requires_grad_(not frozen and (in_encoder or in_decoder))
-
-
-def _reference_categories(
-    layers: FCLayers, name: str, reference_shapes: dict[str, tuple[int, ...]]
-) -> list[int]:
-    """How many categories of each covariate of ``layers`` the reference had weights for."""
-    counts = list(layers.n_cat_list)
-    for position, index in enumerate(layers._active):
-        key = f"{name}.linears.0.cat_weights.{position}"
-        counts[index] = reference_shapes[key][0] if key in reference_shapes else 0
-    return counts
 
 
 # The query ----------------------------------------------------------------------------------
