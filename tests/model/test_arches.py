@@ -255,6 +255,7 @@ def test_prepare_pads_missing_genes_with_zeros_and_reorders(reference, sparse):
     if sparse:
         query.X = sp.csr_matrix(query.X)
     query.layers["counts"] = query.X.copy()
+    query.raw = query.copy()
     original = query.copy()
     prepared = SCVI.prepare_query_anndata(query, directory, inplace=False)
     assert list(query.var_names) == list(original.var_names)  # left alone
@@ -275,6 +276,7 @@ def test_prepare_pads_missing_genes_with_zeros_and_reorders(reference, sparse):
     assert SCVI.prepare_query_anndata(query, model) is None  # in place, from a model
     assert list(query.var_names) == list(adata.var_names)
     np.testing.assert_array_equal(_dense(query.X), _dense(prepared.X))
+    assert list(query.raw.var_names) == list(original.var_names)  # raw kept whole
     names = SCVI.prepare_query_anndata(query, directory, return_reference_var_names=True)
     assert isinstance(names, pd.Index) and list(names) == list(adata.var_names)
 

@@ -197,6 +197,7 @@ class ArchesMixin:
                 obsm=prepared.obsm,
                 obsp=prepared.obsp,
                 layers=prepared.layers,
+                raw=prepared.raw,
             )
         return None
 
@@ -521,7 +522,8 @@ def _check_known_batches(adata: AnnData, registry: dict[str, Any]) -> None:
 def _pad_and_sort_query_anndata(adata: AnnData, reference: pd.Index) -> AnnData:
     """``adata`` with exactly the reference's genes, in order: missing ones all zeros.
 
-    Returns ``adata`` itself when its genes are the reference's already.
+    Returns ``adata`` itself when its genes are the reference's already. ``raw`` is kept as it
+    is; gene-wise ``varm`` and ``varp`` are dropped when genes are padded.
     """
     shared = adata.var_names.intersection(reference)
     if len(shared) == 0:
@@ -562,6 +564,7 @@ def _pad_and_sort_query_anndata(adata: AnnData, reference: pd.Index) -> AnnData:
         obsm=dict(adata.obsm),
         obsp=dict(adata.obsp),
         layers={name: _padded(matrix, positions) for name, matrix in adata.layers.items()},
+        raw=None if adata.raw is None else adata.raw.to_adata(),
     )
 
 
