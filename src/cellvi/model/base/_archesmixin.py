@@ -3,9 +3,11 @@
 A query AnnData is registered with the reference's setup, its new categories (batches,
 categorical covariates) appended to the reference's; a model is built for that registration,
 the reference's weights are copied into it (grown tables keep the reference's rows first and
-the fresh model's rows for the new categories) and everything the reference learnt is frozen,
-so training the query fits only the weights of its new categories (and, as in scvi-tools,
-the library encoder and the decoder's batch norm unless told otherwise).
+the fresh model's rows for the new categories) and everything the reference learnt is frozen
+but the covariate weights of the categories the query's cells hold: training the query fits
+the weights of its new categories (and, as in scvi-tools, those of reference categories its
+cells also hold, the library encoder and the decoder's batch norm unless told otherwise).
+Frozen weights keep their exact values whatever the optimizer (:mod:`cellvi.nn._query_rows`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class ArchesMixin:
         adata
             Query data with the reference's genes in its order (see
             :meth:`prepare_query_anndata`) and its covariate columns; it need not be set up.
-            Categories the reference never saw get new weights.
+            Categories the reference never saw get new weights; those of reference
+            categories the query holds train on its cells too (as in scvi-tools), those of
+            the others stay the reference's.
         reference_model
             A trained model of this class, or the directory it was saved to (by cellvi, or by
             scvi-tools as ``model.pt``).
