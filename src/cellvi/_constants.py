@@ -17,6 +17,11 @@ class _RegistryKeys(NamedTuple):
     INDICES_KEY: str = "ind_x"
     SIZE_FACTOR_KEY: str = "size_factor"
     SAMPLE_KEY: str = "sample"
+    # Minified data: the stored latent posterior and library size, and how data were minified.
+    MINIFY_TYPE_KEY: str = "minify_type"
+    LATENT_QZM_KEY: str = "latent_qzm"
+    LATENT_QZV_KEY: str = "latent_qzv"
+    OBSERVED_LIB_SIZE: str = "observed_lib_size"
 
 
 REGISTRY_KEYS = _RegistryKeys()

@@ -71,7 +71,7 @@ def test_fc_layers_is_a_view_of_the_layers_in_scvi_tools_layout(adata):
     model = SCVI(adata, n_layers=2)
     layers = model.module.z_encoder.encoder
     view = layers.fc_layers
-    assert view[0][0] is layers.linears[0] and view[1][0] is layers.linears[1]
+    assert view[0][0].linear is layers.linears[0] and view[1][0].linear is layers.linears[1]
     assert isinstance(view[0][1], torch.nn.BatchNorm1d)
     assert set(layers.state_dict()) == {name for name, _ in layers.named_parameters()} | {
         name for name, _ in layers.named_buffers()

@@ -154,7 +154,8 @@ def _select_keys(
     defaults = {
         field.registry_key: default_dtype(field)
         for field in adata_manager.fields
-        if field.registry_key in registered
+        # A field of adata.uns holds one value, not one per cell: nothing to serve.
+        if field.registry_key in registered and field.attr_name != "uns"
     }
     if getitem_tensors is None:
         return defaults

@@ -20,6 +20,7 @@ from cellvi.data.fields import (
 )
 from cellvi.data.fields._categorical import categories_of
 from cellvi.model.base import (
+    ArchesMixin,
     BaseModelClass,
     RNASeqMixin,
     UnsupervisedTrainingMixin,
@@ -37,7 +38,7 @@ _KMEANS_N_INIT = 30
 _KMEANS_SEED = 0
 
 
-class CondSCVI(RNASeqMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class CondSCVI(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Conditional scVI (Lopez et al. 2022): a latent space of variation within each cell type.
 
     Parameters

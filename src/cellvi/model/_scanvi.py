@@ -27,6 +27,7 @@ from cellvi.dataloaders import SemiSupervisedDataSplitter
 from cellvi.dataloaders._labels import label_codes
 from cellvi.model._library_prior import library_size_prior
 from cellvi.model.base import (
+    ArchesMixin,
     BaseModelClass,
     EmbeddingMixin,
     RNASeqMixin,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 Minibatches = Iterable[dict[str, torch.Tensor]]
 
 
-class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, TrainingMixin, BaseModelClass):
+class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, BaseModelClass):
     """single-cell ANnotation using Variational Inference (Xu et al. 2021).
 
     scVI with cell labels: cells whose label is ``unlabeled_category`` are unlabeled, the

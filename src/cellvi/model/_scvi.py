@@ -8,6 +8,7 @@ from typing import Any, Literal
 from anndata import AnnData
 
 from cellvi.data import REGISTRY_KEYS, AnnDataManager
+from cellvi.data._utils import _get_adata_minify_type
 from cellvi.data.fields import (
     CategoricalJointObsField,
     CategoricalObsField,
@@ -17,7 +18,8 @@ from cellvi.data.fields import (
 )
 from cellvi.model._library_prior import library_size_prior
 from cellvi.model.base import (
-    BaseModelClass,
+    ArchesMixin,
+    BaseMinifiedModeModelClass,
     EmbeddingMixin,
     RNASeqMixin,
     UnsupervisedTrainingMixin,
@@ -26,7 +28,14 @@ from cellvi.model.base import (
 from cellvi.module import VAE
 
 
-class SCVI(EmbeddingMixin, RNASeqMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SCVI(
+    EmbeddingMixin,
+    RNASeqMixin,
+    VAEMixin,
+    ArchesMixin,
+    UnsupervisedTrainingMixin,
+    BaseMinifiedModeModelClass,
+):
     """single-cell Variational Inference (Lopez et al. 2018) on registered raw counts.
 
     Parameters
@@ -173,6 +182,8 @@ class SCVI(EmbeddingMixin, RNASeqMixin, VAEMixin, UnsupervisedTrainingMixin, Bas
             CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
         ]
+        if (minify_type := _get_adata_minify_type(adata)) is not None:
+            fields += cls._get_fields_for_adata_minification(minify_type)
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)

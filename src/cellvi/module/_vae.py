@@ -18,6 +18,7 @@ from cellvi.module._options import check_choice, norm_flags
 from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput
 from cellvi.nn import DecoderSCVI, Encoder
 from cellvi.nn._scvi_tools_weights import decoder_weights, encoder_weights, prefixed, take
+from cellvi.utils import unsupported_if_adata_minified
 
 Tensor = torch.Tensor
 _DISPERSIONS = ("gene", "gene-batch", "gene-label", "gene-cell")
@@ -159,6 +160,9 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         self.encode_covariates = encode_covariates
         self.batch_representation = batch_representation
         self.use_size_factor_key = use_size_factor_key
+        # How the model's data were minified (None: full data); minified data hold the latent
+        # posterior instead of counts, and inference reads it (``_cached_inference``).
+        self.minified_data_type: str | None = None
         # A size factor replaces the library entirely, so no library is modelled then.
         self.use_observed_lib_size = use_size_factor_key or use_observed_lib_size
         self._register_library_prior(library_log_means, library_log_vars)
@@ -246,11 +250,13 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
                 raise ValueError(
                     f"{name} must have shape (1, n_batch) = (1, {n_rows}), got {table.shape}."
                 )
-            tables.append(table.reshape(n_rows, 1))
+            tables.append(table.reshape(1, n_rows))
         if not np.isfinite(tables[0]).all() or not (tables[1] > 0).all():
             raise ValueError("library_log_means must be finite and library_log_vars positive.")
+        # Kept as (1, n_batch), scvi-tools' layout (code written for it reads the shape).
         self.register_buffer("library_log_means", torch.as_tensor(tables[0]))
         self.register_buffer("library_log_vars", torch.as_tensor(tables[1]))
+        self.register_load_state_dict_pre_hook(_library_prior_as_row)
 
     def state_dict_from_scvi_tools(self, source: dict[str, Tensor]) -> dict[str, Tensor]:
         """This VAE's state dict from an scvi-tools 1.x ``VAE``'s (same architecture)."""
@@ -269,12 +275,18 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
             weights[key] = take(source, key)
         if self.library_log_means is not None:
             for name in ("library_log_means", "library_log_vars"):
-                weights[name] = take(source, name).reshape(-1, 1)
+                weights[name] = take(source, name).reshape(1, -1)
         return weights
 
     # The inference and generative inputs -------------------------------------------------
 
     def _get_inference_input(self, tensors: dict[str, Tensor], **kwargs: Any) -> dict[str, Any]:
+        if self.minified_data_type is not None:
+            return {
+                MODULE_KEYS.QZM_KEY: tensors[REGISTRY_KEYS.LATENT_QZM_KEY],
+                MODULE_KEYS.QZV_KEY: tensors[REGISTRY_KEYS.LATENT_QZV_KEY],
+                REGISTRY_KEYS.OBSERVED_LIB_SIZE: tensors[REGISTRY_KEYS.OBSERVED_LIB_SIZE],
+            }
         return {
             MODULE_KEYS.X_KEY: _dense(tensors[REGISTRY_KEYS.X_KEY]),
             MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
@@ -338,18 +350,27 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
 
     def inference(
         self,
-        x: Tensor,
+        x: Tensor | None = None,
         batch_index: Tensor | None = None,
         cont_covs: Tensor | None = None,
         cat_covs: Tensor | None = None,
         n_samples: int = 1,
+        qzm: Tensor | None = None,
+        qzv: Tensor | None = None,
+        observed_lib_size: Tensor | None = None,
     ) -> dict[str, Any]:
         """Encode counts into the posterior ``qz`` (and ``ql``) and draw ``z`` and the library.
 
         Returns a dict with ``qz``, ``z`` (and ``untran_z``, the normal draw before the
         logistic-normal transform), ``ql`` (None for an observed library) and ``library``
         (the log library size). With ``n_samples > 1`` draws have a leading sample dimension.
+        Given the stored posterior of minified data (``qzm``, ``qzv`` and
+        ``observed_lib_size``) instead of counts, it draws from that posterior.
         """
+        if qzm is not None:
+            return self._cached_inference(qzm, qzv, observed_lib_size, n_samples)
+        if x is None:
+            raise ValueError("inference needs the counts x (or, for minified data, qzm and qzv).")
         batch_index, columns = self._covariate_codes(batch_index, cat_covs, x.shape[0], x.device)
         encoder_values = torch.log1p(x) if self.log_variational else x
         if self.encode_covariates:
@@ -377,6 +398,27 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
             MODULE_KEYS.Z_KEY: z,
             "untran_z": untran_z,
             MODULE_KEYS.QL_KEY: ql,
+            MODULE_KEYS.LIBRARY_KEY: library,
+        }
+
+    def _cached_inference(
+        self, qzm: Tensor, qzv: Tensor, observed_lib_size: Tensor, n_samples: int = 1
+    ) -> dict[str, Any]:
+        """Inference from a stored posterior ``N(qzm, qzv)`` and observed library sizes.
+
+        The draws are not reparameterised: nothing upstream of a stored posterior trains.
+        """
+        qz = Normal(qzm, qzv.sqrt())
+        untran_z = qz.sample() if n_samples == 1 else qz.sample((n_samples,))
+        z = F.softmax(untran_z, dim=-1) if self.latent_distribution == "ln" else untran_z
+        library = torch.log(observed_lib_size.reshape(-1, 1))
+        if n_samples > 1:
+            library = library.expand(n_samples, *library.shape)
+        return {
+            MODULE_KEYS.QZ_KEY: qz,
+            MODULE_KEYS.Z_KEY: z,
+            "untran_z": untran_z,
+            MODULE_KEYS.QL_KEY: None,
             MODULE_KEYS.LIBRARY_KEY: library,
         }
 
@@ -433,7 +475,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         if not self.use_observed_lib_size:
             prior_rows = batch_index.long().reshape(-1)
             pl = Normal(
-                self.library_log_means[prior_rows], self.library_log_vars[prior_rows].sqrt()
+                self.library_log_means.T[prior_rows], self.library_log_vars.T[prior_rows].sqrt()
             )
         return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz, MODULE_KEYS.PL_KEY: pl}
 
@@ -459,6 +501,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
 
     # Loss and evaluation -----------------------------------------------------------------
 
+    @unsupported_if_adata_minified
     def loss(
         self,
         tensors: dict[str, Tensor],
@@ -549,6 +592,16 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
             log_weights.append(log_weight)
         log_lik = torch.logsumexp(torch.cat(log_weights, dim=0), dim=0) - math.log(n_mc_samples)
         return log_lik.mean().item() if return_mean else log_lik
+
+
+def _library_prior_as_row(
+    module: torch.nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any
+) -> None:
+    """Read library priors saved by cellvi 0.1 as columns, ``(n_batch, 1)``, as rows."""
+    for name in ("library_log_means", "library_log_vars"):
+        key = f"{prefix}{name}"
+        if key in state_dict and state_dict[key].dim() == 2 and state_dict[key].shape[1] == 1:
+            state_dict[key] = state_dict[key].reshape(1, -1)
 
 
 def _dense(counts: Tensor) -> Tensor:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ._codes import as_code_vector
-
-
-class _FreezeFirstRows:
-    """Gradient hook zeroing the gradient of the first ``n_rows`` rows (picklable)."""
-
-    def __init__(self, n_rows: int) -> None:
-        self.n_rows = n_rows
-
-    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        grad[: self.n_rows] = 0.0
-        return grad
+from ._query_rows import RowSplit, TrainableRows, _FreezeFirstRows, merge_rows_into_tables
+from ._query_rows import split_rows_of_tables as _split_rows_of_tables
 
 
 class Embedding(torch.nn.Embedding):
@@ -26,9 +17,42 @@ class Embedding(torch.nn.Embedding):
 
     Takes the same arguments as :class:`torch.nn.Embedding`. ``forward`` accepts codes of
     shape ``(n,)`` or ``(n, 1)`` stored as integers or floats; :meth:`extend` adds rows for new
-    categories (reference mapping); and a state dict with more rows than the embedding was
-    built with resizes it, so an extended embedding loads into a freshly built one.
+    categories (reference mapping); :meth:`freeze_rows` freezes the rows of a reference while
+    the others train; and a state dict with more rows than the embedding was built with
+    resizes it, so an extended embedding loads into a freshly built one.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_state_dict_post_hook(_merge_rows)
+        self.register_load_state_dict_pre_hook(_split_rows)
+
+    def freeze_rows(self, rows: int | Sequence[int]) -> None:
+        """Freeze some rows exactly (an ``int``: the first ``rows``); the others stay trainable.
+
+        Unlike ``extend(..., freeze_prev=True)``, whose gradient mask leaves the rows to the
+        optimizer's weight decay, the frozen rows here keep their exact values however the
+        embedding is trained (see :mod:`cellvi.nn._query_rows`). The state dict still holds
+        one ``weight`` of every row. Freezing every row freezes the weight.
+        """
+        self._merge_query_rows()
+        frozen = set(range(min(rows, self.num_embeddings)) if isinstance(rows, int) else rows)
+        if len(frozen) >= self.num_embeddings:
+            self.weight.requires_grad_(False)
+        elif frozen:
+            self.query_rows = TrainableRows(self.weight, sorted(frozen))
+
+    def _merge_query_rows(self) -> None:
+        """Undo :meth:`freeze_rows`: one trainable weight again, holding every row."""
+        rows = self._modules.pop("query_rows", None)
+        if rows is not None:
+            with torch.no_grad():
+                self.weight += rows.delta
+        self.weight.requires_grad_(True)
+
+    def _row_splits(self) -> list[RowSplit]:
+        rows = self._modules.get("query_rows")
+        return [] if rows is None else [("weight", "query_rows", rows)]
 
     @classmethod
     def extend(
@@ -96,4 +120,16 @@ class Embedding(torch.nn.Embedding):
         torch.Tensor
             Embeddings of shape ``(n, embedding_dim)``.
         """
-        return super().forward(as_code_vector(input))
+        codes = as_code_vector(input)
+        rows = self._modules.get("query_rows")
+        if rows is None:
+            return super().forward(codes)
+        return super().forward(codes) + rows(codes)
+
+
+def _merge_rows(module: Embedding, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    merge_rows_into_tables(module._row_splits(), state_dict, prefix)
+
+
+def _split_rows(module: Embedding, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    _split_rows_of_tables(module._row_splits(), state_dict, prefix)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from cellvi._checks import check_positive_int
 
 from ._codes import as_code_vector
 from ._covariate_linear import CovariateLinear
+from ._query_rows import RowSplit, TrainableRows, merge_rows_into_tables, split_rows_of_tables
 
 
 class FCLayers(torch.nn.Module):
@@ -112,20 +115,99 @@ class FCLayers(torch.nn.Module):
             if dropout_rate > 0:
                 post.append(torch.nn.Dropout(p=dropout_rate))
             self.transforms.append(torch.nn.Sequential(*post))
+        # The trainable rows of covariate tables grown for a query (``freeze_for_query``),
+        # keyed ``"{layer}_{covariate}"``; empty otherwise, so it adds no tensors.
+        self.query_rows = torch.nn.ModuleDict()
+        self._query_rows_by_layer: dict[int, list[tuple[int, TrainableRows]]] = {}
+        self.register_state_dict_post_hook(_merge_rows)
+        self.register_load_state_dict_pre_hook(_split_rows)
 
     @property
     def fc_layers(self) -> torch.nn.Sequential:
         """The layers as scvi-tools lays them out: layer ``i`` is ``(linear, *transforms)``.
 
-        A view of this block's own modules (``fc_layers[0][0]`` is the first linear map),
-        for code written against scvi-tools' ``FCLayers``; it holds no parameters of its own.
+        A view of this block's own modules, for code written against scvi-tools'
+        ``FCLayers``; it holds no parameters of its own. ``fc_layers[i][0]`` shows layer
+        ``i``'s linear map as one ``nn.Linear`` over ``[x, continuous, one-hots]`` (see
+        :class:`ConcatenatedLinearView`); the transforms are this block's own modules.
         """
         return torch.nn.Sequential(
             *(
-                torch.nn.Sequential(linear, *transform)
-                for linear, transform in zip(self.linears, self.transforms, strict=True)
+                torch.nn.Sequential(
+                    ConcatenatedLinearView(linear, dict(self._query_rows_by_layer.get(i, []))),
+                    *transform,
+                )
+                for i, (linear, transform) in enumerate(
+                    zip(self.linears, self.transforms, strict=True)
+                )
             )
         )
+
+    def freeze_for_query(
+        self,
+        hook_first_layer: bool = True,
+        frozen_categories: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        """Freeze the linear maps for reference mapping (scArches), as scvi-tools does.
+
+        Every linear map's input weights, continuous-covariate weights and bias stop
+        training, except those of the first layer when ``hook_first_layer`` is False (it then
+        trains whole). What stays trainable are the categorical-covariate weights, of every
+        category but those in ``frozen_categories``, which keep their exact values
+        (:mod:`cellvi.nn._query_rows`). Batch norm and dropout are the caller's.
+
+        Parameters
+        ----------
+        hook_first_layer
+            Freeze the first layer too (False: it trains whole, e.g. to adapt to new genes).
+        frozen_categories
+            For each entry of ``n_cat_list``, the codes whose weights stay as they are (e.g.
+            reference categories no query cell holds); None: none.
+        """
+        self._merge_query_rows()
+        n_cat_list = self.n_cat_list
+        frozen = [list(codes) for codes in frozen_categories or [[]] * len(n_cat_list)]
+        if len(frozen) != len(n_cat_list):
+            raise ValueError(
+                f"frozen_categories needs one list of codes per covariate ({len(n_cat_list)}), "
+                f"got {len(frozen)}."
+            )
+        for i, linear in enumerate(self.linears):
+            if i == 0 and not hook_first_layer:
+                continue
+            for param in (linear.weight, linear.cont_weight, linear.bias):
+                if param is not None:
+                    param.requires_grad_(False)
+            for position, table in enumerate(linear.cat_weights):
+                rows = sorted({int(code) for code in frozen[self._active[position]]})
+                if len(rows) >= table.shape[0]:
+                    table.requires_grad_(False)
+                elif rows:
+                    self.query_rows[f"{i}_{position}"] = TrainableRows(table, rows)
+        self._index_query_rows()
+
+    def _merge_query_rows(self) -> None:
+        """Undo ``freeze_for_query``: every table whole and trainable again."""
+        with torch.no_grad():
+            for name, rows in self.query_rows.items():
+                layer, position = (int(part) for part in name.split("_"))
+                self.linears[layer].cat_weights[position] += rows.delta
+        self.query_rows = torch.nn.ModuleDict()
+        self.linears.requires_grad_(True)
+        self._index_query_rows()
+
+    def _index_query_rows(self) -> None:
+        by_layer: dict[int, list[tuple[int, TrainableRows]]] = {}
+        for name, rows in self.query_rows.items():
+            layer, position = (int(part) for part in name.split("_"))
+            by_layer.setdefault(layer, []).append((position, rows))
+        self._query_rows_by_layer = by_layer
+
+    def _row_splits(self) -> list[RowSplit]:
+        return [
+            (f"linears.{name.replace('_', '.cat_weights.')}", f"query_rows.{name}", rows)
+            for name, rows in self.query_rows.items()
+        ]
 
     def covariate_widths(self, layer_index: int) -> tuple[int, ...]:
         """Widths of the covariate blocks appended to a layer's input.
@@ -189,9 +271,97 @@ class FCLayers(torch.nn.Module):
         for i, (linear, transform) in enumerate(zip(self.linears, self.transforms, strict=True)):
             if i in self.injected_layers:
                 h = linear(h, codes, cont)
+                for position, rows in self._query_rows_by_layer.get(i, ()):
+                    h = h + rows(codes[position])
             else:
                 h = linear(h)
             # BatchNorm1d reads dim 1 of a 3-D input as channels, so fold the sample
             # dimension into the rows.
             h = transform(h.reshape(-1, h.shape[-1])).reshape(h.shape)
         return h
+
+
+class ConcatenatedLinearView(torch.nn.Module):
+    """One of cellvi's covariate linear maps seen as scvi-tools' ``nn.Linear``.
+
+    scvi-tools feeds each layer one ``nn.Linear`` over ``[x, continuous covariates, one-hot
+    of each categorical covariate]``; cellvi keeps those column blocks apart
+    (:class:`~cellvi.nn._covariate_linear.CovariateLinear`). This view puts them side by side
+    again. ``weight`` is a snapshot: the current values, whether any block trains
+    (``requires_grad``), and the gradient of the last backward pass (``grad``, frozen blocks
+    reading zero; None until a backward pass has reached every trainable block). Writing to
+    it changes nothing; calling the view computes the layer on concatenated inputs.
+
+    Parameters
+    ----------
+    linear
+        The layer shown.
+    query_rows
+        The trainable rows of its grown tables (covariate position -> rows), if any.
+    """
+
+    def __init__(
+        self, linear: CovariateLinear, query_rows: dict[int, TrainableRows] | None = None
+    ) -> None:
+        super().__init__()
+        self.linear = linear
+        self._query_rows = query_rows or {}
+        self.in_features = linear.fan_in
+        self.out_features = linear.n_out
+
+    def _blocks(self) -> list[tuple[tuple[torch.Tensor, ...], bool]]:
+        """Each column block: its parameters (a grown table's two parts) and whether stored
+        transposed (the covariate tables are ``(n_categories, out_features)``)."""
+        linear = self.linear
+        blocks = [((linear.weight,), False)]
+        if linear.cont_weight is not None:
+            blocks.append(((linear.cont_weight,), False))
+        for position, table in enumerate(linear.cat_weights):
+            rows = self._query_rows.get(position)
+            blocks.append(((table,) if rows is None else (table, rows.delta), True))
+        return blocks
+
+    def _combined(self) -> torch.Tensor:
+        columns = []
+        for parts, transposed in self._blocks():
+            block = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+            columns.append(block.T if transposed else block)
+        return torch.cat(columns, dim=1)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The concatenated weight, ``(out_features, in_features)`` (a snapshot, see above)."""
+        blocks = self._blocks()
+        snapshot = self._combined().detach().clone()
+        trainable = [part for parts, _ in blocks for part in parts if part.requires_grad]
+        snapshot.requires_grad_(bool(trainable))
+        if all(part.grad is not None for part in trainable):
+            grads = []
+            for parts, transposed in blocks:
+                grad = sum(
+                    torch.zeros_like(part) if part.grad is None else part.grad for part in parts
+                )
+                grads.append(grad.T if transposed else grad)
+            snapshot.grad = torch.cat(grads, dim=1)
+        return snapshot
+
+    @property
+    def bias(self) -> torch.nn.Parameter | None:
+        """The layer's bias (the same tensor in both layouts)."""
+        return self.linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ weight.T + bias`` for ``x`` laid out as ``[x, continuous, one-hots]``."""
+        return F.linear(x, self._combined(), self.linear.bias)
+
+    def extra_repr(self) -> str:
+        """Describe the widths, as ``nn.Linear`` does."""
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _merge_rows(module: FCLayers, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    merge_rows_into_tables(module._row_splits(), state_dict, prefix)
+
+
+def _split_rows(module: FCLayers, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    split_rows_of_tables(module._row_splits(), state_dict, prefix)

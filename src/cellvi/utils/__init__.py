@@ -7,6 +7,7 @@ from cellvi.utils._dependencies import (
     is_package_installed,
 )
 from cellvi.utils._docstrings import DocstringProcessor, setup_anndata_dsp
+from cellvi.utils._minified import unsupported_if_adata_minified
 
 __all__ = [
     "DocstringProcessor",
@@ -15,4 +16,5 @@ __all__ = [
     "error_on_missing_dependencies",
     "is_package_installed",
     "setup_anndata_dsp",
+    "unsupported_if_adata_minified",
 ]

@@ -19,6 +19,7 @@ from cellvi.data.fields._mudata import (
 from cellvi.data.fields._obs import CategoricalObsField, NumericalObsField
 from cellvi.data.fields._obsm import ObsmField
 from cellvi.data.fields._protein import ProteinLayerField, ProteinObsmField
+from cellvi.data.fields._uns import StringUnsField
 
 __all__ = [
     "BaseAnnDataField",
@@ -41,4 +42,5 @@ __all__ = [
     "ObsmField",
     "ProteinLayerField",
     "ProteinObsmField",
+    "StringUnsField",
 ]

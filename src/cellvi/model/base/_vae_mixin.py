@@ -21,6 +21,7 @@ from torch.distributions import (
 from cellvi._checks import check_positive_int
 from cellvi.model.base._queries import posterior_query
 from cellvi.module._constants import MODULE_KEYS
+from cellvi.utils import unsupported_if_adata_minified
 
 Minibatches = Iterable[dict[str, torch.Tensor]]
 
@@ -56,6 +57,7 @@ class VAEMixin:
             )
         return dataloader
 
+    @unsupported_if_adata_minified
     @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_elbo(
@@ -86,6 +88,7 @@ class VAEMixin:
         values = torch.cat(per_cell)
         return values.mean() if return_mean else values
 
+    @unsupported_if_adata_minified
     @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_marginal_ll(
@@ -118,6 +121,7 @@ class VAEMixin:
         values = torch.cat(per_cell)
         return float(values.mean()) if return_mean else values
 
+    @unsupported_if_adata_minified
     @posterior_query(untrained="warn")
     @torch.inference_mode()
     def get_reconstruction_error(
