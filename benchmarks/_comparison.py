@@ -217,15 +217,22 @@ def summarise(results: list[dict]) -> str:
             }
             if any(not values for values in by_seed.values()):
                 continue
-            cells = [
-                f"{np.mean(list(v.values())):.4g} ± "
-                f"{np.std(list(v.values()), ddof=1) if len(v) > 1 else 0:.2g} (n={len(v)})"
-                for v in by_seed.values()
-            ]
-            mean, low, high, kind = _difference(by_seed["cellvi"], by_seed["scvi-tools"])
-            lines.append(
-                f"| {dataset} | {metric} | {cells[0]} | {cells[1]} "
-                f"| {mean:+.4g} [{low:+.3g}, {high:+.3g}] {kind} "
-                f"| {verdict(low, high, higher_is_better)} |"
-            )
+            lines.append(comparison_row([dataset, metric], by_seed, higher_is_better))
     return "\n".join(lines)
+
+
+def comparison_row(
+    labels: list[str], by_seed: dict[str, dict[int, float]], higher_is_better: bool
+) -> str:
+    """One markdown row: ``labels``, each library's mean ± sd and the paired verdict."""
+    cells = [
+        f"{np.mean(list(v.values())):.4g} ± "
+        f"{np.std(list(v.values()), ddof=1) if len(v) > 1 else 0:.2g} (n={len(v)})"
+        for v in by_seed.values()
+    ]
+    mean, low, high, kind = _difference(by_seed["cellvi"], by_seed["scvi-tools"])
+    return (
+        f"| {' | '.join(labels)} | {cells[0]} | {cells[1]} "
+        f"| {mean:+.4g} [{low:+.3g}, {high:+.3g}] {kind} "
+        f"| {verdict(low, high, higher_is_better)} |"
+    )

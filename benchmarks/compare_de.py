@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _comparison import _difference, comparison_parser, verdict  # noqa: E402
+from _comparison import comparison_parser, comparison_row  # noqa: E402
 
 ISGS = (
     "ISG15 IFI6 IFIT1 IFIT3 MX1 ISG20 OAS1 IFITM3 IFIT2 IFI44L RSAD2 MX2 OAS2 OAS3 HERC5 IFI27 "
@@ -229,16 +229,7 @@ def tables(results: list[dict]) -> str:
         by_seed = {lib: _by_seed(results, lib, dataset, metric) for lib in LIBRARIES}
         if any(not values for values in by_seed.values()):
             continue
-        cells = [
-            f"{np.mean(list(v.values())):.4g} ± "
-            f"{np.std(list(v.values()), ddof=1) if len(v) > 1 else 0:.2g} (n={len(v)})"
-            for v in by_seed.values()
-        ]
-        mean, low, high, kind = _difference(by_seed["cellvi"], by_seed["scvi-tools"])
-        lines.append(
-            f"| {dataset} | {metric} | {cells[0]} | {cells[1]} | {mean:+.4g} "
-            f"[{low:+.3g}, {high:+.3g}] {kind} | {verdict(low, high, higher_is_better)} |"
-        )
+        lines.append(comparison_row([dataset, metric], by_seed, higher_is_better))
     speedups = []
     for dataset in ("simulated", "kang"):
         for metric in TIMINGS:

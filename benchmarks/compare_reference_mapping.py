@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _comparison import LIBRARIES, ROOT, _difference, verdict  # noqa: E402
+from _comparison import LIBRARIES, ROOT, comparison_row  # noqa: E402
 from _latent_metrics import knn_accuracy, neighbours, require_bench_extra  # noqa: E402
 
 QUERY_BATCH = "batch_3"
@@ -162,16 +162,7 @@ def summarise(results: list[dict]) -> str:
         }
         if any(not values for values in by_seed.values()):
             continue
-        cells = [
-            f"{np.mean(list(v.values())):.4g} ± "
-            f"{np.std(list(v.values()), ddof=1) if len(v) > 1 else 0:.2g} (n={len(v)})"
-            for v in by_seed.values()
-        ]
-        mean, low, high, kind = _difference(by_seed["cellvi"], by_seed["scvi-tools"])
-        lines.append(
-            f"| {metric} | {cells[0]} | {cells[1]} | {mean:+.4g} [{low:+.3g}, {high:+.3g}] "
-            f"{kind} | {verdict(low, high, higher_is_better)} |"
-        )
+        lines.append(comparison_row([metric], by_seed, higher_is_better))
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ import anndata
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _comparison import ROOT, _difference, verdict  # noqa: E402
+from _comparison import ROOT, comparison_row  # noqa: E402
 
 SETTINGS = {"pbmc90": 0.9, "pbmc99": 0.99, "query": None}
 LIBRARIES = ("cellvi", "scvi-tools")
@@ -232,17 +232,7 @@ def summarise(results: list[dict]) -> str:
             }
             if any(not values for values in by_seed.values()):
                 continue
-            cells = [
-                f"{np.mean(list(v.values())):.4g} ± "
-                f"{np.std(list(v.values()), ddof=1) if len(v) > 1 else 0:.2g} (n={len(v)})"
-                for v in by_seed.values()
-            ]
-            mean, low, high, kind = _difference(by_seed["cellvi"], by_seed["scvi-tools"])
-            lines.append(
-                f"| {setting} | {figure} | {cells[0]} | {cells[1]} "
-                f"| {mean:+.4g} [{low:+.3g}, {high:+.3g}] {kind} "
-                f"| {verdict(low, high, higher_is_better)} |"
-            )
+            lines.append(comparison_row([setting, figure], by_seed, higher_is_better))
     lines += [f"\n{library} skipped {setting}: {why}" for library, setting, why in skipped]
     return "\n".join(lines)
 
