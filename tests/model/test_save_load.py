@@ -410,3 +410,25 @@ def test_saved_library_prior_is_kept_on_load(tmp_path):
         SCVI(other, use_observed_lib_size=False).module.library_log_means,
         model.module.library_log_means,
     )
+
+
+def test_library_priors_saved_as_columns_by_cellvi_0_1_still_fit(tmp_path):
+    from cellvi.model.base._files import ModelPaths
+    from cellvi.model.base._persistence import _check_shapes
+
+    adata = cellvi.data.synthetic_iid(seed=0)
+    SCVI.setup_anndata(adata, batch_key="batch")
+    model = SCVI(adata, use_observed_lib_size=False)
+    state = model.module.state_dict()
+    assert state["library_log_means"].shape == (1, 2)
+    old = {name: tensor.clone() for name, tensor in state.items()}
+    for name in ("library_log_means", "library_log_vars"):
+        old[name] = old[name].reshape(2, 1)  # cellvi 0.1's layout
+    paths = ModelPaths(tmp_path, "")
+    _check_shapes(model.module, old, paths)  # the old layout fits
+    fresh = SCVI(adata, use_observed_lib_size=False)
+    fresh.module.load_state_dict(old)
+    torch.testing.assert_close(fresh.module.library_log_means, state["library_log_means"])
+    old["library_log_means"] = torch.zeros(3, 1)  # another number of batches does not
+    with pytest.raises(ModelFileError, match="library_log_means"):
+        _check_shapes(model.module, old, paths)

@@ -180,13 +180,28 @@ def _check_shapes(
     mismatched = [
         f"{name}: {tuple(tensor.shape)} implied, {tuple(weights[name].shape)} saved"
         for name, tensor in module.state_dict().items()
-        if name in weights and tuple(tensor.shape) != tuple(weights[name].shape)
+        if name in weights and not _shapes_fit(tensor.shape, weights[name].shape)
     ]
     if mismatched:
         raise ModelFileError(
             f"The init parameters in {paths.description} do not fit the saved weights "
             f"({'; '.join(mismatched[:5])}); one of the two files was edited or swapped."
         )
+
+
+def _shapes_fit(implied: torch.Size, saved: torch.Size) -> bool:
+    """Whether a saved tensor fits: the same shape, or the same vector in another layout.
+
+    Modules read vectors saved in an older layout (cellvi 0.1's library priors were columns,
+    ``(n_batch, 1)``, now rows) with their load hooks, so only the vector itself must match.
+    """
+    if tuple(implied) == tuple(saved):
+        return True
+    return _is_vector(implied) and _is_vector(saved) and implied.numel() == saved.numel()
+
+
+def _is_vector(shape: torch.Size) -> bool:
+    return sum(size > 1 for size in shape) <= 1
 
 
 def _json_checked(value: dict[str, Any], what: str) -> dict[str, Any]:
