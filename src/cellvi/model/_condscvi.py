@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from cellvi.data import REGISTRY_KEYS, AnnDataManager
+from cellvi.data import REGISTRY_KEYS
 from cellvi.data.fields import (
     CategoricalObsField,
     LabelsWithUnlabeledObsField,
@@ -164,9 +164,7 @@ class CondSCVI(RNASeqMixin, VAEMixin, ArchesMixin, UnsupervisedTrainingMixin, Ba
             fields.append(
                 LabelsWithUnlabeledObsField(FINE_LABELS_KEY, fine_labels_key, unlabeled_category)
             )
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+        cls._register_fields(adata, fields, setup_method_args, **kwargs)
 
     def train(
         self,

@@ -14,14 +14,9 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from cellvi.data import REGISTRY_KEYS, AnnDataManager
+from cellvi.data import REGISTRY_KEYS
 from cellvi.data.fields import (
-    CategoricalJointObsField,
-    CategoricalObsField,
     LabelsWithUnlabeledObsField,
-    LayerField,
-    NumericalJointObsField,
-    NumericalObsField,
 )
 from cellvi.dataloaders import SemiSupervisedDataSplitter
 from cellvi.dataloaders._labels import label_codes
@@ -34,6 +29,7 @@ from cellvi.model.base import (
     TrainingMixin,
     VAEMixin,
 )
+from cellvi.model.base._count_fields import count_model_fields
 from cellvi.model.base._init_params import init_arguments
 from cellvi.model.base._queries import posterior_query
 from cellvi.model.base._training_mixin import run_training
@@ -227,17 +223,15 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
                 "it may also be a value no cell has, when every cell is labeled."
             )
         setup_method_args = cls._get_setup_method_args(**locals())
-        fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+        fields = count_model_fields(
+            layer,
+            batch_key,
             LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
-            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
-            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
-            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
-        ]
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+            size_factor_key,
+            categorical_covariate_keys,
+            continuous_covariate_keys,
+        )
+        cls._register_fields(adata, fields, setup_method_args, **kwargs)
 
     @classmethod
     def from_scvi_model(
@@ -378,11 +372,6 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         if "n_classes" in plan_kwargs:
             raise ValueError("n_classes is the model's number of labels; do not pass it.")
         plan_kwargs = {"n_classes": self.n_labels, **plan_kwargs}
-        if datamodule is not None and datasplitter_kwargs:
-            raise ValueError(
-                "datasplitter_kwargs configure the SemiSupervisedDataSplitter, which a "
-                "datamodule replaces; pass them to your datamodule instead."
-            )
         if max_epochs is None and datamodule is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
             if self.was_pretrained:
@@ -395,19 +384,19 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
             "batch_size": batch_size,
             "load_sparse_tensor": load_sparse_tensor,
             "device_resident": device_resident,
-            **(datasplitter_kwargs or {}),
         }
         if check_val_every_n_epoch is not None:
             trainer_kwargs["check_val_every_n_epoch"] = check_val_every_n_epoch
+        trainer_kwargs.update(
+            accelerator=accelerator, devices=devices, trainer_config=trainer_config
+        )
         run_training(
             self,
             max_epochs,
-            splitter_kwargs=splitter_kwargs,
-            plan_kwargs=plan_kwargs,
-            datamodule=datamodule,
-            accelerator=accelerator,
-            devices=devices,
-            trainer_config=trainer_config,
+            splitter_kwargs,
+            plan_kwargs,
+            datamodule,
+            datasplitter_kwargs,
             **trainer_kwargs,
         )
 

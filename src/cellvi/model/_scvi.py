@@ -7,14 +7,10 @@ from typing import Any, Literal
 
 from anndata import AnnData
 
-from cellvi.data import REGISTRY_KEYS, AnnDataManager
+from cellvi.data import REGISTRY_KEYS
 from cellvi.data._utils import _get_adata_minify_type
 from cellvi.data.fields import (
-    CategoricalJointObsField,
     CategoricalObsField,
-    LayerField,
-    NumericalJointObsField,
-    NumericalObsField,
 )
 from cellvi.model._library_prior import library_size_prior
 from cellvi.model.base import (
@@ -25,6 +21,7 @@ from cellvi.model.base import (
     UnsupervisedTrainingMixin,
     VAEMixin,
 )
+from cellvi.model.base._count_fields import count_model_fields
 from cellvi.module import VAE
 
 
@@ -174,16 +171,14 @@ class SCVI(
             Passed to ``AnnDataManager.register_fields`` (e.g. ``source_registry``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+        fields = count_model_fields(
+            layer,
+            batch_key,
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
-            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
-            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
-        ]
+            size_factor_key,
+            categorical_covariate_keys,
+            continuous_covariate_keys,
+        )
         if (minify_type := _get_adata_minify_type(adata)) is not None:
             fields += cls._get_fields_for_adata_minification(minify_type)
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+        cls._register_fields(adata, fields, setup_method_args, **kwargs)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -14,17 +15,14 @@ from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import norm_flags
 from cellvi.module._vae import VAE, _dense, _log_likelihood_sum
 from cellvi.module.base import LossOutput
-from cellvi.nn import Classifier, Encoder, FCLayers
-from cellvi.nn._scvi_tools_weights import (
-    classifier_weights,
-    encoder_weights,
-    fclayers_weights,
-    linear_weights,
-    prefixed,
-    take,
-)
+from cellvi.nn import Classifier, Decoder, Encoder
+from cellvi.nn._scvi_tools_weights import classifier_weights, encoder_weights, prefixed, take
 
 Tensor = torch.Tensor
+# What SCANVAE's networks are shaped by when ``vae_kwargs`` leave it to the VAE's defaults.
+_VAE_DEFAULTS = {
+    name: parameter.default for name, parameter in inspect.signature(VAE).parameters.items()
+}
 # The first scvi-tools release whose classifier returns logits (before it, probabilities).
 _FIRST_LOGITS_VERSION = (1, 1)
 
@@ -46,16 +44,11 @@ class SCANVAE(VAE):
 
     Parameters
     ----------
-    n_input, n_batch, n_hidden, n_latent, n_layers, n_continuous_cov, n_cats_per_cov
+    n_input, n_batch
         As in :class:`VAE`.
     n_labels
         Number of labels (cell types), without the unlabeled category; at least 1. Label
         codes ``0 .. n_labels - 1`` are classes; unlabeled cells carry the code ``n_labels``.
-    dropout_rate, log_variational, gene_likelihood, use_observed_lib_size
-        As in :class:`VAE`.
-    dispersion
-        ``"gene"``, ``"gene-batch"`` or ``"gene-cell"``. ``"gene-label"`` is refused:
-        unlabeled cells have no label to choose a dispersion by.
     y_prior
         Prior probabilities of the labels, shape ``(1, n_labels)``; None: uniform.
     labels_groups, use_labels_groups
@@ -66,11 +59,13 @@ class SCANVAE(VAE):
     classifier_parameters
         Keyword arguments of :class:`~cellvi.nn.Classifier` overriding the defaults
         (``n_layers``, ``n_hidden``, ``dropout_rate``, ``logits=True``).
-    use_batch_norm, use_layer_norm
-        Where to normalise hidden layers (``"encoder"``: encoders and classifier;
-        ``"decoder"``: the decoders).
     **vae_kwargs
-        Further :class:`VAE` arguments (``encode_covariates``, ``latent_distribution``, ...).
+        Every other :class:`VAE` argument, by keyword, with the VAE's defaults. ``n_layers``,
+        ``n_hidden`` and ``dropout_rate`` also shape the classifier and the ``z2`` networks;
+        ``use_batch_norm`` / ``use_layer_norm`` say where hidden layers are normalised
+        (``"encoder"``: encoders and classifier; ``"decoder"``: the decoders).
+        ``dispersion="gene-label"`` is refused: unlabeled cells have no label to choose a
+        dispersion by.
     """
 
     _entry_points: ClassVar[tuple[str, ...]] = (
@@ -84,23 +79,11 @@ class SCANVAE(VAE):
         n_input: int,
         n_batch: int = 0,
         n_labels: int = 0,
-        n_hidden: int = 128,
-        n_latent: int = 10,
-        n_layers: int = 1,
-        n_continuous_cov: int = 0,
-        n_cats_per_cov: Sequence[int] | None = None,
-        dropout_rate: float = 0.1,
-        dispersion: Literal["gene", "gene-batch", "gene-label", "gene-cell"] = "gene",
-        log_variational: bool = True,
-        gene_likelihood: Literal["zinb", "nb", "poisson"] = "zinb",
-        use_observed_lib_size: bool = True,
         y_prior: Tensor | None = None,
         labels_groups: Sequence[int] | None = None,
         use_labels_groups: bool = False,
         linear_classifier: bool = False,
         classifier_parameters: dict[str, Any] | None = None,
-        use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "both",
-        use_layer_norm: Literal["encoder", "decoder", "none", "both"] = "none",
         **vae_kwargs: Any,
     ) -> None:
         if n_labels < 1:
@@ -112,68 +95,52 @@ class SCANVAE(VAE):
                 "use_labels_groups=True (scvi-tools' label groups) is not supported; leave it "
                 "False."
             )
-        if dispersion == "gene-label":
+        if vae_kwargs.get("dispersion") == "gene-label":
             raise ValueError(
                 "dispersion='gene-label' is not supported by SCANVAE: unlabeled cells have no "
                 "label to select a dispersion by. Use 'gene', 'gene-batch' or 'gene-cell'."
             )
-        super().__init__(
-            n_input,
-            n_batch=n_batch,
-            n_labels=n_labels,
-            n_hidden=n_hidden,
-            n_latent=n_latent,
-            n_layers=n_layers,
-            n_continuous_cov=n_continuous_cov,
-            n_cats_per_cov=n_cats_per_cov,
-            dropout_rate=dropout_rate,
-            dispersion=dispersion,
-            log_variational=log_variational,
-            gene_likelihood=gene_likelihood,
-            use_observed_lib_size=use_observed_lib_size,
-            use_batch_norm=use_batch_norm,
-            use_layer_norm=use_layer_norm,
-            **vae_kwargs,
+        super().__init__(n_input, n_batch=n_batch, n_labels=n_labels, **vae_kwargs)
+        options = {**_VAE_DEFAULTS, **vae_kwargs}
+        shape = {"n_layers": options["n_layers"], "n_hidden": options["n_hidden"]}
+        batch_norm_encoder, batch_norm_decoder = norm_flags(
+            "use_batch_norm", options["use_batch_norm"]
         )
-        batch_norm_encoder, batch_norm_decoder = norm_flags("use_batch_norm", use_batch_norm)
-        layer_norm_encoder, layer_norm_decoder = norm_flags("use_layer_norm", use_layer_norm)
+        layer_norm_encoder, layer_norm_decoder = norm_flags(
+            "use_layer_norm", options["use_layer_norm"]
+        )
+        encoder_norms = {
+            "use_batch_norm": batch_norm_encoder,
+            "use_layer_norm": layer_norm_encoder,
+        }
         self.use_labels_groups = use_labels_groups
         self.labels_groups = labels_groups
 
         classifier_kwargs = {
-            "n_layers": 0 if linear_classifier else n_layers,
-            "n_hidden": 0 if linear_classifier else n_hidden,
-            "dropout_rate": dropout_rate,
+            **({"n_layers": 0, "n_hidden": 0} if linear_classifier else shape),
+            "dropout_rate": options["dropout_rate"],
             "logits": True,
+            **encoder_norms,
             **(classifier_parameters or {}),
         }
-        self.classifier = Classifier(
-            n_latent,
-            n_labels=n_labels,
-            use_batch_norm=batch_norm_encoder,
-            use_layer_norm=layer_norm_encoder,
-            **classifier_kwargs,
-        )
+        self.classifier = Classifier(self.n_latent, n_labels=n_labels, **classifier_kwargs)
         # q(z2 | z1, y) and p(z1 | z2, y): the label enters as a covariate of every layer.
         self.encoder_z2_z1 = Encoder(
-            n_latent,
-            n_latent,
+            self.n_latent,
+            self.n_latent,
             n_cat_list=[n_labels],
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            use_batch_norm=batch_norm_encoder,
-            use_layer_norm=layer_norm_encoder,
+            dropout_rate=options["dropout_rate"],
             return_dist=True,
+            **shape,
+            **encoder_norms,
         )
-        self.decoder_z1_z2 = GaussianDecoder(
-            n_latent,
-            n_latent,
+        self.decoder_z1_z2 = Decoder(
+            self.n_latent,
+            self.n_latent,
             n_cat_list=[n_labels],
-            n_layers=n_layers,
-            n_hidden=n_hidden,
             use_batch_norm=batch_norm_decoder,
             use_layer_norm=layer_norm_decoder,
+            **shape,
         )
         if y_prior is None:
             y_prior = torch.full((1, n_labels), 1.0 / n_labels)
@@ -337,64 +304,6 @@ class SCANVAE(VAE):
             )
         )
         weights["y_prior"] = take(source, "y_prior").reshape(self.y_prior.shape)
-        return weights
-
-
-class GaussianDecoder(torch.nn.Module):
-    """Map a latent code (and covariates) to the mean and variance of a diagonal Gaussian.
-
-    scANVI's ``p(z1 | z2, y)``: fully connected layers without dropout, then a linear head
-    for the mean and one for the log variance.
-
-    Parameters
-    ----------
-    n_input, n_output
-        Widths of the input and of the Gaussian.
-    n_cat_list, n_layers, n_hidden, use_batch_norm, use_layer_norm
-        As in :class:`~cellvi.nn.FCLayers`.
-    """
-
-    def __init__(
-        self,
-        n_input: int,
-        n_output: int,
-        n_cat_list: Sequence[int] | None = None,
-        n_layers: int = 1,
-        n_hidden: int = 128,
-        use_batch_norm: bool = True,
-        use_layer_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        self.decoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_cat_list=n_cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=0.0,
-            use_batch_norm=use_batch_norm,
-            use_layer_norm=use_layer_norm,
-        )
-        self.mean_decoder = torch.nn.Linear(n_hidden, n_output)
-        self.var_decoder = torch.nn.Linear(n_hidden, n_output)
-
-    def forward(self, x: Tensor, *cat_list: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Mean and variance ``(p_m, p_v)`` of the Gaussian for each row of ``x``."""
-        hidden = self.decoder(x, *cat_list)
-        return self.mean_decoder(hidden), torch.exp(self.var_decoder(hidden))
-
-    def weights_from_scvi_tools(
-        self, source: dict[str, Tensor], source_prefix: str
-    ) -> dict[str, Tensor]:
-        """This block's state dict from scvi-tools' ``Decoder`` tensors under ``source_prefix``."""
-        weights = prefixed(
-            fclayers_weights(self.decoder, source, f"{source_prefix}decoder."), "decoder."
-        )
-        for head in ("mean_decoder", "var_decoder"):
-            module = getattr(self, head)
-            weights.update(
-                prefixed(linear_weights(module, source, f"{source_prefix}{head}."), f"{head}.")
-            )
         return weights
 
 

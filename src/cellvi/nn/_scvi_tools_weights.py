@@ -78,17 +78,35 @@ def linear_weights(module: torch.nn.Linear, source: Tensors, source_prefix: str)
     return {name: take(source, f"{source_prefix}{name}") for name in module.state_dict()}
 
 
-def encoder_weights(encoder: torch.nn.Module, source: Tensors, source_prefix: str) -> Tensors:
-    """The state dict of a cellvi :class:`~cellvi.nn.Encoder` from scvi-tools' ``Encoder``."""
+def body_and_heads_weights(
+    module: torch.nn.Module,
+    source: Tensors,
+    source_prefix: str,
+    body: str,
+    heads: tuple[str, ...],
+) -> Tensors:
+    """The state dict of a block made of an ``FCLayers`` ``body`` and linear ``heads``.
+
+    Encoders and decoders of both libraries are built this way, under the same submodule
+    names (``heads`` may be dotted paths such as ``"px_scale_decoder.0"``).
+    """
     weights = prefixed(
-        fclayers_weights(encoder.encoder, source, f"{source_prefix}encoder."), "encoder."
+        fclayers_weights(module.get_submodule(body), source, f"{source_prefix}{body}."),
+        f"{body}.",
     )
-    for head in ("mean_encoder", "var_encoder"):
-        module = getattr(encoder, head)
+    for head in heads:
+        layer = module.get_submodule(head)
         weights.update(
-            prefixed(linear_weights(module, source, f"{source_prefix}{head}."), f"{head}.")
+            prefixed(linear_weights(layer, source, f"{source_prefix}{head}."), f"{head}.")
         )
     return weights
+
+
+def encoder_weights(encoder: torch.nn.Module, source: Tensors, source_prefix: str) -> Tensors:
+    """The state dict of a cellvi :class:`~cellvi.nn.Encoder` from scvi-tools' ``Encoder``."""
+    return body_and_heads_weights(
+        encoder, source, source_prefix, "encoder", ("mean_encoder", "var_encoder")
+    )
 
 
 def decoder_weights(decoder: torch.nn.Module, source: Tensors, source_prefix: str) -> Tensors:
@@ -97,20 +115,12 @@ def decoder_weights(decoder: torch.nn.Module, source: Tensors, source_prefix: st
     scvi-tools always builds the dispersion and zero-inflation heads; cellvi only those its
     likelihood reads, so the others are not read.
     """
-    weights = prefixed(
-        fclayers_weights(decoder.px_decoder, source, f"{source_prefix}px_decoder."),
-        "px_decoder.",
-    )
-    heads = {"px_scale_decoder.0": decoder.px_scale_decoder[0]}
+    heads = ("px_scale_decoder.0",)
     if decoder.px_r_decoder is not None:
-        heads["px_r_decoder"] = decoder.px_r_decoder
+        heads += ("px_r_decoder",)
     if decoder.px_dropout_decoder is not None:
-        heads["px_dropout_decoder"] = decoder.px_dropout_decoder
-    for name, module in heads.items():
-        weights.update(
-            prefixed(linear_weights(module, source, f"{source_prefix}{name}."), f"{name}.")
-        )
-    return weights
+        heads += ("px_dropout_decoder",)
+    return body_and_heads_weights(decoder, source, source_prefix, "px_decoder", heads)
 
 
 def classifier_weights(

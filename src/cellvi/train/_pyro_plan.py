@@ -32,16 +32,17 @@ class _PyroPlan(BasePlan):
     def __init__(
         self,
         pyro_module: PyroBaseModuleClass,
-        loss_fn: ELBO | None,
-        optim_kwargs: dict[str, Any] | None,
-        n_steps_kl_warmup: int | None,
-        n_epochs_kl_warmup: int | None,
-        scale_elbo: float,
-        max_kl_weight: float,
-        min_kl_weight: float,
-        check_finite: bool,
-        on_step: bool | None,
-        on_epoch: bool | None,
+        loss_fn: ELBO | None = None,
+        optim: PyroOptim | type[torch.optim.Optimizer] | None = None,
+        optim_kwargs: dict[str, Any] | None = None,
+        n_steps_kl_warmup: int | None = None,
+        n_epochs_kl_warmup: int | None = 400,
+        scale_elbo: float = 1.0,
+        max_kl_weight: float = 1.0,
+        min_kl_weight: float = 1e-6,
+        check_finite: bool = True,
+        on_step: bool | None = False,
+        on_epoch: bool | None = True,
     ) -> None:
         if scale_elbo <= 0:
             raise ValueError(f"scale_elbo must be positive, got {scale_elbo}.")
@@ -66,6 +67,11 @@ class _PyroPlan(BasePlan):
         self._n_obs_training: int | None = None
         # Kept between steps: a JIT-compiled loss reads its param sites from the store.
         self._param_state: dict[str, Any] = {"params": {}, "constraints": {}}
+        self._set_optim(optim)
+
+    def _set_optim(self, optim: Any) -> None:
+        """Check ``optim`` against what the plan's optimization accepts, and keep it."""
+        raise NotImplementedError
 
     @property
     def n_obs_training(self) -> int | None:
@@ -219,35 +225,8 @@ class PyroTrainingPlan(_PyroPlan):
     must then accept it too.
     """
 
-    def __init__(
-        self,
-        pyro_module: PyroBaseModuleClass,
-        loss_fn: ELBO | None = None,
-        optim: PyroOptim | type[torch.optim.Optimizer] | None = None,
-        optim_kwargs: dict[str, Any] | None = None,
-        n_steps_kl_warmup: int | None = None,
-        n_epochs_kl_warmup: int | None = 400,
-        scale_elbo: float = 1.0,
-        max_kl_weight: float = 1.0,
-        min_kl_weight: float = 1e-6,
-        check_finite: bool = True,
-        on_step: bool | None = False,
-        on_epoch: bool | None = True,
-    ) -> None:
+    def _set_optim(self, optim: Any) -> None:
         _check_optim(optim)
-        super().__init__(
-            pyro_module,
-            loss_fn,
-            optim_kwargs,
-            n_steps_kl_warmup,
-            n_epochs_kl_warmup,
-            scale_elbo,
-            max_kl_weight,
-            min_kl_weight,
-            check_finite,
-            on_step,
-            on_epoch,
-        )
         self.optim = optim
         # Steps call optimizer.step() themselves: Lightning's closure would backpropagate a
         # NaN loss before the finiteness check could stop it.
@@ -300,38 +279,11 @@ class LowLevelPyroTrainingPlan(_PyroPlan):
         When metrics are logged (see :class:`BasePlan`).
     """
 
-    def __init__(
-        self,
-        pyro_module: PyroBaseModuleClass,
-        loss_fn: ELBO | None = None,
-        optim: type[torch.optim.Optimizer] | None = None,
-        optim_kwargs: dict[str, Any] | None = None,
-        n_steps_kl_warmup: int | None = None,
-        n_epochs_kl_warmup: int | None = 400,
-        scale_elbo: float = 1.0,
-        max_kl_weight: float = 1.0,
-        min_kl_weight: float = 1e-6,
-        check_finite: bool = True,
-        on_step: bool | None = False,
-        on_epoch: bool | None = True,
-    ) -> None:
+    def _set_optim(self, optim: Any) -> None:
         if optim is not None and not (
             isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer)
         ):
             raise TypeError(f"optim must be None or a torch.optim.Optimizer class, got {optim!r}.")
-        super().__init__(
-            pyro_module,
-            loss_fn,
-            optim_kwargs,
-            n_steps_kl_warmup,
-            n_epochs_kl_warmup,
-            scale_elbo,
-            max_kl_weight,
-            min_kl_weight,
-            check_finite,
-            on_step,
-            on_epoch,
-        )
         if not self._differentiable:
             raise ValueError(
                 f"{type(self.loss_fn).__name__} has no differentiable_loss, which Lightning's "

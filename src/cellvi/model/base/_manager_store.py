@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from anndata import AnnData
 
@@ -35,6 +35,19 @@ class ManagerStoreMixin:
         super().__init_subclass__(**kwargs)
         cls._setup_adata_manager_store = {}
         cls._per_instance_manager_store = {}
+
+    @classmethod
+    def _register_fields(
+        cls,
+        adata: AnnData,
+        fields: list[Any],
+        setup_method_args: dict[str, Any],
+        **register_kwargs: Any,
+    ) -> None:
+        """Register ``fields`` of ``adata`` in a new manager and store it: every setup's end."""
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **register_kwargs)
+        cls.register_manager(adata_manager)
 
     @classmethod
     def register_manager(cls, adata_manager: AnnDataManager) -> None:

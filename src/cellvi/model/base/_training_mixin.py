@@ -112,21 +112,15 @@ class TrainingMixin(CheckpointMixin):
             "load_sparse_tensor": load_sparse_tensor,
             "batch_size": batch_size,
             "device_resident": device_resident,
-            **(datasplitter_kwargs or {}),
         }
-        if datamodule is not None and datasplitter_kwargs:
-            raise ValueError(
-                "datasplitter_kwargs configure the DataSplitter, which a datamodule replaces; "
-                "pass them to your datamodule instead."
-            )
+        trainer_kwargs.update(accelerator=accelerator, devices=devices)
         run_training(
             self,
             max_epochs,
-            splitter_kwargs=splitter_kwargs,
-            plan_kwargs=plan_kwargs,
-            datamodule=datamodule,
-            accelerator=accelerator,
-            devices=devices,
+            splitter_kwargs,
+            plan_kwargs,
+            datamodule,
+            datasplitter_kwargs,
             early_stopping=early_stopping,
             trainer_config=trainer_config,
             **trainer_kwargs,
@@ -162,16 +156,24 @@ def run_training(
     splitter_kwargs: dict[str, Any],
     plan_kwargs: dict[str, Any],
     datamodule: pl.LightningDataModule | None = None,
+    datasplitter_kwargs: dict[str, Any] | None = None,
     **runner_kwargs: Any,
 ) -> None:
     """Split the data, build the training plan and run Lightning: what every ``train`` shares.
 
     The pieces are the model class's ``_data_splitter_cls``, ``_training_plan_cls`` and
-    ``_train_runner_cls``; ``datamodule``, when given, replaces the splitter. A fit that fails
+    ``_train_runner_cls``; ``datamodule``, when given, replaces the splitter, so the user's
+    ``datasplitter_kwargs`` (over ``splitter_kwargs``) are refused with it. A fit that fails
     (a non-finite loss, an error, a second Ctrl+C) leaves the model exactly as it was before
     this call: weights, buffers such as the batch norm statistics, training state, mode and
     device.
     """
+    if datamodule is not None and datasplitter_kwargs:
+        raise ValueError(
+            f"datasplitter_kwargs configure the {model._data_splitter_cls.__name__}, which a "
+            "datamodule replaces; pass them to your datamodule instead."
+        )
+    splitter_kwargs = {**splitter_kwargs, **(datasplitter_kwargs or {})}
     plan_cls = model._training_plan_cls
     if not accepts_any_keyword(plan_cls.__init__):
         # Plans that take **kwargs check them themselves (TrainingPlan: against the loss).
