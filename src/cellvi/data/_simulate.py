@@ -123,25 +123,32 @@ def simulate(
     >>> adata.shape
     (1000, 500)
     """
-    n_cells = _check_int("n_cells", n_cells, minimum=1)
-    n_genes = _check_int("n_genes", n_genes, minimum=1)
-    n_batches = _check_int("n_batches", n_batches, minimum=1)
-    n_cell_types = _check_int("n_cell_types", n_cell_types, minimum=1)
-    n_programs = _check_int("n_programs", n_programs, minimum=0)
-    seed = _check_int("seed", seed, minimum=0)
+    n_cells, n_genes, n_batches, n_cell_types = _checked_ints(
+        1, n_cells=n_cells, n_genes=n_genes, n_batches=n_batches, n_cell_types=n_cell_types
+    )
+    n_programs, seed = _checked_ints(0, n_programs=n_programs, seed=seed)
     if n_threads is not None:
         n_threads = _check_int("n_threads", n_threads, minimum=1)
     marker_fraction = _check_float("marker_fraction", marker_fraction, minimum=0.0, maximum=1.0)
-    type_effect_strength = _check_float("type_effect_strength", type_effect_strength, minimum=0.0)
-    program_strength = _check_float("program_strength", program_strength, minimum=0.0)
-    gene_log_std = _check_float("gene_log_std", gene_log_std, minimum=0.0)
-    library_log_mean = _check_float("library_log_mean", library_log_mean)
-    library_log_std = _check_float("library_log_std", library_log_std, minimum=0.0)
-    batch_effect_strength = _check_float(
-        "batch_effect_strength", batch_effect_strength, minimum=0.0
+    library_log_mean, theta_log_mean = _checked_floats(
+        None, library_log_mean=library_log_mean, theta_log_mean=theta_log_mean
     )
-    theta_log_mean = _check_float("theta_log_mean", theta_log_mean)
-    theta_log_std = _check_float("theta_log_std", theta_log_std, minimum=0.0)
+    (
+        type_effect_strength,
+        program_strength,
+        gene_log_std,
+        library_log_std,
+        batch_effect_strength,
+        theta_log_std,
+    ) = _checked_floats(
+        0.0,
+        type_effect_strength=type_effect_strength,
+        program_strength=program_strength,
+        gene_log_std=gene_log_std,
+        library_log_std=library_log_std,
+        batch_effect_strength=batch_effect_strength,
+        theta_log_std=theta_log_std,
+    )
 
     # Separate streams for the model parameters and for each chunk of counts, so the counts do
     # not depend on how chunks are scheduled across threads.
@@ -427,6 +434,16 @@ def _check_int(name: str, value: object, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be at least {minimum}, got {value}.")
     return int(value)
+
+
+def _checked_ints(minimum: int, **values: object) -> list[int]:
+    """Each of ``values`` as a Python int, checked by :func:`_check_int` under its name."""
+    return [_check_int(name, value, minimum=minimum) for name, value in values.items()]
+
+
+def _checked_floats(minimum: float | None, **values: object) -> list[float]:
+    """Each of ``values`` as a finite float of at least ``minimum`` (None: any), by name."""
+    return [_check_float(name, value, minimum=minimum) for name, value in values.items()]
 
 
 def _check_float(

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from cellvi.data._mudata import AnnOrMuData
-from cellvi.data._simulate import _check_float, _check_int, named_categories
+from cellvi.data._simulate import _check_float, _check_int, _checked_ints, named_categories
 from cellvi.utils import error_on_missing_dependencies
 
 __all__ = ["synthetic_iid"]
@@ -129,12 +129,12 @@ def synthetic_iid(
     >>> adata.shape
     (400, 100)
     """
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
-    n_genes = _check_int("n_genes", n_genes, minimum=1)
-    n_proteins = _check_int("n_proteins", n_proteins, minimum=0)
-    n_regions = _check_int("n_regions", n_regions, minimum=0)
-    n_batches = _check_int("n_batches", n_batches, minimum=1)
-    n_labels = _check_int("n_labels", n_labels, minimum=0)
+    batch_size, n_genes, n_batches = _checked_ints(
+        1, batch_size=batch_size, n_genes=n_genes, n_batches=n_batches
+    )
+    n_proteins, n_regions, n_labels = _checked_ints(
+        0, n_proteins=n_proteins, n_regions=n_regions, n_labels=n_labels
+    )
     dropout_ratio = _check_float("dropout_ratio", dropout_ratio, minimum=0.0, maximum=1.0)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))

@@ -52,14 +52,7 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
         # _batch_parameters and arg_constraints.
         self.zi_logits = _as_tensors(zi_logits, mu, theta, total_count)[0]
         super().__init__(
-            total_count=total_count,
-            probs=probs,
-            logits=logits,
-            mu=mu,
-            theta=theta,
-            scale=scale,
-            validate_args=validate_args,
-            max_poisson_rate=max_poisson_rate,
+            total_count, probs, logits, mu, theta, scale, validate_args, max_poisson_rate
         )
 
     _parameter_names = ("mu", "theta", "zi_logits")

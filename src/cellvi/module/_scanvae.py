@@ -13,7 +13,8 @@ from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 from cellvi._constants import REGISTRY_KEYS
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import norm_flags
-from cellvi.module._vae import VAE, _dense, _log_likelihood_sum
+from cellvi.module._tensors import dense_counts
+from cellvi.module._vae import VAE, _log_likelihood_sum
 from cellvi.module.base import LossOutput
 from cellvi.nn import Classifier, Decoder, Encoder
 from cellvi.nn._scvi_tools_weights import classifier_weights, encoder_weights, prefixed, take
@@ -221,7 +222,7 @@ class SCANVAE(VAE):
         px: Distribution = generative_outputs[MODULE_KEYS.PX_KEY]
         qz1: Normal = inference_outputs[MODULE_KEYS.QZ_KEY]
         z1: Tensor = inference_outputs[MODULE_KEYS.Z_KEY]
-        x = _dense(tensors[REGISTRY_KEYS.X_KEY])
+        x = dense_counts(tensors[REGISTRY_KEYS.X_KEY])
         n_cells, n_labels = z1.shape[-2], self.n_labels
 
         # Every cell under every label: label-major blocks of the n cells.

@@ -15,6 +15,7 @@ from cellvi._constants import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import check_choice, norm_flags
+from cellvi.module._tensors import dense_counts, latent_and_codes
 from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput
 from cellvi.nn import DecoderSCVI, Encoder
 from cellvi.nn._scvi_tools_weights import decoder_weights, encoder_weights, prefixed, take
@@ -288,7 +289,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
                 REGISTRY_KEYS.OBSERVED_LIB_SIZE: tensors[REGISTRY_KEYS.OBSERVED_LIB_SIZE],
             }
         return {
-            MODULE_KEYS.X_KEY: _dense(tensors[REGISTRY_KEYS.X_KEY]),
+            MODULE_KEYS.X_KEY: dense_counts(tensors[REGISTRY_KEYS.X_KEY]),
             MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
             **self._covariates(tensors),
         }
@@ -308,10 +309,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         self, tensors: dict[str, Tensor], inference_outputs: dict[str, Any], **kwargs: Any
     ) -> dict[str, Any]:
         return {
-            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
-            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
-            MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
-            MODULE_KEYS.Y_KEY: tensors.get(REGISTRY_KEYS.LABELS_KEY),
+            **latent_and_codes(tensors, inference_outputs),
             MODULE_KEYS.SIZE_FACTOR_KEY: tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
             **self._covariates(tensors),
         }
@@ -510,7 +508,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         kl_weight: float | Tensor = 1.0,
     ) -> LossOutput:
         """Negative ELBO: reconstruction + ``kl_weight`` * KL(z) + KL(library), cell mean."""
-        x = _dense(tensors[REGISTRY_KEYS.X_KEY])
+        x = dense_counts(tensors[REGISTRY_KEYS.X_KEY])
         reconstruction_loss = -_log_likelihood_sum(generative_outputs[MODULE_KEYS.PX_KEY], x)
         kl_z = kl_divergence(
             inference_outputs[MODULE_KEYS.QZ_KEY], generative_outputs[MODULE_KEYS.PZ_KEY]
@@ -564,7 +562,7 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         """
         if n_mc_samples < 1 or n_mc_samples_per_pass < 1:
             raise ValueError("n_mc_samples and n_mc_samples_per_pass must be >= 1.")
-        x = _dense(tensors[REGISTRY_KEYS.X_KEY])
+        x = dense_counts(tensors[REGISTRY_KEYS.X_KEY])
         log_weights = []
         remaining = n_mc_samples
         while remaining > 0:
@@ -602,11 +600,6 @@ def _library_prior_as_row(
         key = f"{prefix}{name}"
         if key in state_dict and state_dict[key].dim() == 2 and state_dict[key].shape[1] == 1:
             state_dict[key] = state_dict[key].reshape(1, -1)
-
-
-def _dense(counts: Tensor) -> Tensor:
-    """Counts as a strided tensor (loaders may hand over sparse minibatches)."""
-    return counts if counts.layout == torch.strided else counts.to_dense()
 
 
 def _log_likelihood_sum(px: Distribution, x: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from cellvi._constants import REGISTRY_KEYS
 from cellvi.distributions import NegativeBinomial
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import check_choice
+from cellvi.module._tensors import dense_counts, latent_and_codes
 from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput
 from cellvi.nn import Classifier, Encoder, FCLayers
 from cellvi.nn._codes import as_code_vector
@@ -214,7 +215,7 @@ class VAEC(EmbeddingModuleMixin, BaseModuleClass):
 
     def _get_inference_input(self, tensors: dict[str, Tensor], **kwargs: Any) -> dict[str, Any]:
         return {
-            MODULE_KEYS.X_KEY: _dense(tensors[REGISTRY_KEYS.X_KEY]),
+            MODULE_KEYS.X_KEY: dense_counts(tensors[REGISTRY_KEYS.X_KEY]),
             MODULE_KEYS.Y_KEY: tensors[REGISTRY_KEYS.LABELS_KEY],
             MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
         }
@@ -222,12 +223,7 @@ class VAEC(EmbeddingModuleMixin, BaseModuleClass):
     def _get_generative_input(
         self, tensors: dict[str, Tensor], inference_outputs: dict[str, Any], **kwargs: Any
     ) -> dict[str, Any]:
-        return {
-            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
-            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
-            MODULE_KEYS.Y_KEY: tensors[REGISTRY_KEYS.LABELS_KEY],
-            MODULE_KEYS.BATCH_INDEX_KEY: tensors.get(REGISTRY_KEYS.BATCH_KEY),
-        }
+        return latent_and_codes(tensors, inference_outputs)
 
     def _with_batch(self, values: Tensor, batch_index: Tensor | None) -> Tensor:
         """Append the batch embedding to ``values`` (unchanged without one)."""
@@ -332,7 +328,7 @@ class VAEC(EmbeddingModuleMixin, BaseModuleClass):
         plain ELBO. With a fine-label classifier, ``classification_ratio`` times its
         cross-entropy on the cells whose fine label is known joins each cell's term.
         """
-        x = _dense(tensors[REGISTRY_KEYS.X_KEY])
+        x = dense_counts(tensors[REGISTRY_KEYS.X_KEY])
         y = as_code_vector(tensors[REGISTRY_KEYS.LABELS_KEY])
         qz = inference_outputs[MODULE_KEYS.QZ_KEY]
         reconstruction_loss = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(-1)
@@ -410,8 +406,3 @@ def _label_weights(
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("ct_weight must hold finite, non-negative weights.")
     return torch.as_tensor(weights)
-
-
-def _dense(counts: Tensor) -> Tensor:
-    """Counts as a strided tensor (loaders may hand over sparse minibatches)."""
-    return counts if counts.layout == torch.strided else counts.to_dense()
