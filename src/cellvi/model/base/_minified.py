@@ -10,7 +10,6 @@ reconstruction errors, training) refuses with a clear message.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,8 +26,6 @@ from cellvi.data._constants import (
 )
 from cellvi.data.fields import BaseAnnDataField, NumericalObsField, ObsmField, StringUnsField
 from cellvi.model.base._base_model import BaseModelClass
-from cellvi.model.base._files import ModelPaths, read_description
-from cellvi.model.base._scvi_tools_files import has_scvi_tools_model, read_scvi_tools_model
 from cellvi.module.base import BaseModuleClass
 
 Model = TypeVar("Model", bound="BaseMinifiedModeModelClass")
@@ -136,15 +133,8 @@ class BaseMinifiedModeModelClass(BaseModelClass):
         self.adata = minified_adata
 
     @classmethod
-    def load(
-        cls: type[Model],
-        dir_path: str | Path,
-        adata: AnnData | None = None,
-        accelerator: str = "auto",
-        device: int | str = "auto",
-        prefix: str | None = None,
-    ) -> Model:
-        """As :meth:`BaseModelClass.load`; minified data need a model saved minified.
+    def _check_data_for_load(cls, adata: AnnData, registry: dict[str, Any]) -> None:
+        """Minified data need a model saved minified.
 
         A model saved with full data cannot check that minified data were made by it, so
         loading it with an AnnData without counts (an all-zero sparse matrix) is refused,
@@ -152,11 +142,14 @@ class BaseMinifiedModeModelClass(BaseModelClass):
         (``obsm["_scvi_latent_qzm"]`` and ``obsm["_scvi_latent_qzv"]``, scvi-tools' rule). The
         loaded model follows its data: minified or not.
         """
-        if adata is not None:
-            _check_minified_data_fit(cls.__name__, Path(dir_path), prefix or "", adata)
-        return super().load(
-            dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix
-        )
+        if not isinstance(adata, AnnData) or _is_full(adata):
+            return
+        saved_minified = REGISTRY_KEYS.MINIFY_TYPE_KEY in registry.get(_FIELD_REGISTRIES_KEY, {})
+        has_posterior = all(key in adata.obsm for key in _POSTERIOR_FOR_LATER)
+        if not saved_minified and not has_posterior:
+            raise ValueError(
+                "It appears you are trying to load a non-minified model with minified adata"
+            )
 
 
 def get_minified_adata_scrna(
@@ -176,24 +169,6 @@ def get_minified_adata_scrna(
     for layer in list(adata.layers):
         adata.layers[layer] = zeros.copy()
     return adata
-
-
-def _check_minified_data_fit(model_class: str, directory: Path, prefix: str, adata: Any) -> None:
-    if not isinstance(adata, AnnData) or _is_full(adata):
-        return
-    paths = ModelPaths(directory, prefix)
-    if paths.description.is_file():
-        registry = read_description(paths)["registry"]
-    elif has_scvi_tools_model(directory, prefix):
-        registry = read_scvi_tools_model(paths, model_class, False).description["registry"]
-    else:
-        return  # the load itself reports what is missing
-    saved_minified = REGISTRY_KEYS.MINIFY_TYPE_KEY in registry.get(_FIELD_REGISTRIES_KEY, {})
-    has_posterior = all(key in adata.obsm for key in _POSTERIOR_FOR_LATER)
-    if not saved_minified and not has_posterior:
-        raise ValueError(
-            "It appears you are trying to load a non-minified model with minified adata"
-        )
 
 
 def _is_full(adata: AnnData) -> bool:

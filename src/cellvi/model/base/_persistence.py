@@ -118,8 +118,11 @@ class PersistenceMixin:
             else read_model_files
         )
         saved = read(paths, cls.__name__, read_adata=adata is None)
-        adata = saved.adata if adata is None else adata
         registry = saved.description["registry"]
+        if adata is None:
+            adata = saved.adata
+        else:
+            cls._check_data_for_load(adata, registry)
         cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
         model, weights = _build_checked(cls, adata, saved, paths)
         # A module may need to create lazily built parameters before the saved ones fit.
@@ -135,6 +138,14 @@ class PersistenceMixin:
         model.to_device(resolve_device(accelerator, device))
         model.module.eval()
         return model
+
+    @classmethod
+    def _check_data_for_load(cls, adata: AnnData, registry: dict[str, Any]) -> None:
+        """Refuse an AnnData given to :meth:`load` that the saved model cannot use.
+
+        A hook for model classes with rules of their own (minified data); the base class
+        leaves the check to ``setup_anndata`` against the saved registry.
+        """
 
 
 def _build_checked(
