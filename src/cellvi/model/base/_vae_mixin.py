@@ -19,11 +19,18 @@ from torch.distributions import (
 )
 
 from cellvi._checks import check_positive_int
-from cellvi.model.base._queries import posterior_query
+from cellvi.model.base._queries import Query, posterior_query
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.utils import unsupported_if_adata_minified
 
 Minibatches = Iterable[dict[str, torch.Tensor]]
+
+
+def _counts_evaluation(method: Query) -> Query:
+    """Guard a query that scores the counts: refused on minified data, warns when untrained."""
+    return unsupported_if_adata_minified(
+        posterior_query(untrained="warn")(torch.inference_mode()(method))
+    )
 
 
 class VAEMixin:
@@ -57,9 +64,7 @@ class VAEMixin:
             )
         return dataloader
 
-    @unsupported_if_adata_minified
-    @posterior_query(untrained="warn")
-    @torch.inference_mode()
+    @_counts_evaluation
     def get_elbo(
         self,
         adata: AnnData | None = None,
@@ -88,9 +93,7 @@ class VAEMixin:
         values = torch.cat(per_cell)
         return values.mean() if return_mean else values
 
-    @unsupported_if_adata_minified
-    @posterior_query(untrained="warn")
-    @torch.inference_mode()
+    @_counts_evaluation
     def get_marginal_ll(
         self,
         adata: AnnData | None = None,
@@ -121,9 +124,7 @@ class VAEMixin:
         values = torch.cat(per_cell)
         return float(values.mean()) if return_mean else values
 
-    @unsupported_if_adata_minified
-    @posterior_query(untrained="warn")
-    @torch.inference_mode()
+    @_counts_evaluation
     def get_reconstruction_error(
         self,
         adata: AnnData | None = None,
