@@ -163,3 +163,31 @@ def store_c_contiguous(adata: AnnData, attr_name: str, attr_key: str | None) -> 
         adata.X = fixed
     else:
         getattr(adata, attr_name)[attr_key] = fixed
+
+
+class KeyedField(BaseAnnDataField):
+    """A field at one key of ``attr_name`` (an obs column, an obsm or uns entry).
+
+    An optional field (``required=False``) may be left unset: its key is None and it
+    registers nothing.
+    """
+
+    #: How error messages name the key ("obs column", "obsm key", ...).
+    key_description: str
+
+    def __init__(self, registry_key: str, attr_key: str | None, required: bool = True) -> None:
+        if required and attr_key is None:
+            raise ValueError(
+                f"{registry_key!r} is required: give the {self.key_description} that holds it."
+            )
+        self.registry_key = registry_key
+        self.required = required
+        self._attr_key = attr_key
+
+    @property
+    def attr_key(self) -> str | None:
+        return self._attr_key
+
+    @property
+    def is_empty(self) -> bool:
+        return self._attr_key is None

@@ -9,7 +9,7 @@ from anndata import AnnData
 from rich.table import Table
 
 from cellvi._constants import REGISTRY_KEYS
-from cellvi.data.fields._base import BaseAnnDataField, internal_key, require_key
+from cellvi.data.fields._base import BaseAnnDataField, KeyedField, internal_key, require_key
 from cellvi.data.fields._categorical import (
     CategoricalEncoding,
     categories_of,
@@ -81,42 +81,28 @@ class CategoricalObsField(CategoricalEncoding, BaseAnnDataField):
         )
 
 
-class NumericalObsField(BaseAnnDataField):
+class NumericalObsField(KeyedField):
     """Register a numeric obs column (e.g. size factors) read as it is.
 
     Parameters
     ----------
     registry_key
         Key under which the values reach a module.
-    obs_key
+    attr_key
         Column of ``adata.obs``; None leaves an optional field empty.
     required
         Whether ``obs_key`` must be given.
     """
 
     attr_name = "obs"
-
-    def __init__(self, registry_key: str, obs_key: str | None, required: bool = True) -> None:
-        if required and obs_key is None:
-            raise ValueError(f"{registry_key!r} is required: give the obs column that holds it.")
-        self.registry_key = registry_key
-        self.obs_key = obs_key
-        self.required = required
-
-    @property
-    def attr_key(self) -> str | None:
-        return self.obs_key
-
-    @property
-    def is_empty(self) -> bool:
-        return self.obs_key is None
+    key_description = "obs column"
 
     def validate_field(self, adata: AnnData) -> None:
         if self.is_empty:
             return
-        require_key(adata, "obs", self.obs_key, f"{self.registry_key}_key")
-        where = f"adata.obs[{self.obs_key!r}]"
-        values = adata.obs[self.obs_key].to_numpy()
+        require_key(adata, "obs", self.attr_key, f"{self.registry_key}_key")
+        where = f"adata.obs[{self.attr_key!r}]"
+        values = adata.obs[self.attr_key].to_numpy()
         check_numeric_finite(values, where)
         if self.registry_key == REGISTRY_KEYS.SIZE_FACTOR_KEY and not (values > 0).all():
             # The model scales expression by log(size factor): zero or less has no log.
@@ -127,7 +113,7 @@ class NumericalObsField(BaseAnnDataField):
 
     def register_field(self, adata: AnnData) -> dict[str, Any]:
         self.validate_field(adata)
-        return {"original_key": self.obs_key}
+        return {"original_key": self.attr_key}
 
     def transfer_field(
         self, state_registry: dict[str, Any], adata_target: AnnData, **kwargs: Any

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from cellvi.data.fields._base import BaseAnnDataField, require_key, store_c_contiguous
+from cellvi.data.fields._base import KeyedField, require_key, store_c_contiguous
 from cellvi.data.fields._checks import check_count_data, check_numeric_finite
 
 
-class ObsmField(BaseAnnDataField):
+class ObsmField(KeyedField):
     """Register ``adata.obsm[obsm_key]`` (array, sparse matrix or DataFrame).
 
     Parameters
@@ -33,6 +33,7 @@ class ObsmField(BaseAnnDataField):
     """
 
     attr_name = "obsm"
+    key_description = "obsm key"
     array_entries = ("column_names",)
 
     def __init__(
@@ -44,29 +45,18 @@ class ObsmField(BaseAnnDataField):
         required: bool = True,
         correct_data_format: bool = True,
     ) -> None:
-        if required and obsm_key is None:
-            raise ValueError(f"{registry_key!r} is required: give the obsm key that holds it.")
-        self.registry_key = registry_key
-        self.obsm_key = obsm_key
+        super().__init__(registry_key, obsm_key, required)
         self.is_count_data = is_count_data
         self.colnames_uns_key = colnames_uns_key
         self.correct_data_format = correct_data_format
 
-    @property
-    def attr_key(self) -> str | None:
-        return self.obsm_key
-
-    @property
-    def is_empty(self) -> bool:
-        return self.obsm_key is None
-
     def _where(self) -> str:
-        return f"adata.obsm[{self.obsm_key!r}]"
+        return f"adata.obsm[{self.attr_key!r}]"
 
     def validate_field(self, adata: AnnData) -> None:
         if self.is_empty:
             return
-        require_key(adata, "obsm", self.obsm_key, f"{self.registry_key} matrix")
+        require_key(adata, "obsm", self.attr_key, f"{self.registry_key} matrix")
         data = self.get_field_data(adata)
         if self.is_count_data:
             check_count_data(data, self._where())
@@ -74,7 +64,7 @@ class ObsmField(BaseAnnDataField):
             check_numeric_finite(data, self._where())
 
     def _column_names(self, adata: AnnData) -> list[str]:
-        matrix = adata.obsm[self.obsm_key]
+        matrix = adata.obsm[self.attr_key]
         if isinstance(matrix, pd.DataFrame):
             return [str(column) for column in matrix.columns]
         if self.colnames_uns_key is not None:
@@ -108,7 +98,7 @@ class ObsmField(BaseAnnDataField):
 
     def correct_layout(self, adata: AnnData) -> None:
         if self.correct_data_format and not self.is_empty:
-            store_c_contiguous(adata, self.attr_name, self.obsm_key)
+            store_c_contiguous(adata, self.attr_name, self.attr_key)
 
     def get_summary_stats(self, state_registry: dict[str, Any]) -> dict[str, int]:
         return {f"n_{self.registry_key}": len(state_registry.get("column_names", []))}

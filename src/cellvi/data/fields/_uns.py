@@ -6,46 +6,33 @@ from typing import Any
 
 from anndata import AnnData
 
-from cellvi.data.fields._base import BaseAnnDataField, require_key
+from cellvi.data.fields._base import KeyedField, require_key
 
 
-class StringUnsField(BaseAnnDataField):
+class StringUnsField(KeyedField):
     """Register the string ``adata.uns[uns_key]``; it describes the data, no cell reads it.
 
     Parameters
     ----------
     registry_key
         Key under which the value is registered (e.g. ``REGISTRY_KEYS.MINIFY_TYPE_KEY``).
-    uns_key
+    attr_key
         Key of ``adata.uns``; None leaves an optional field empty.
     required
         Whether ``uns_key`` must be given.
     """
 
     attr_name = "uns"
-
-    def __init__(self, registry_key: str, uns_key: str | None, required: bool = True) -> None:
-        if required and uns_key is None:
-            raise ValueError(f"{registry_key!r} is required: give the uns key that holds it.")
-        self.registry_key = registry_key
-        self.uns_key = uns_key
-
-    @property
-    def attr_key(self) -> str | None:
-        return self.uns_key
-
-    @property
-    def is_empty(self) -> bool:
-        return self.uns_key is None
+    key_description = "uns key"
 
     def validate_field(self, adata: AnnData) -> None:
         if self.is_empty:
             return
-        require_key(adata, "uns", self.uns_key, f"{self.registry_key} value")
-        if not isinstance(adata.uns[self.uns_key], str):
+        require_key(adata, "uns", self.attr_key, f"{self.registry_key} value")
+        if not isinstance(adata.uns[self.attr_key], str):
             raise TypeError(
-                f"adata.uns[{self.uns_key!r}] must be a string, got "
-                f"{type(adata.uns[self.uns_key]).__name__}."
+                f"adata.uns[{self.attr_key!r}] must be a string, got "
+                f"{type(adata.uns[self.attr_key]).__name__}."
             )
 
     def register_field(self, adata: AnnData) -> dict[str, Any]:
