@@ -150,6 +150,10 @@ class StreamingLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         n_left = len(self)
+        # torch's DataLoader draws its workers' base seed from its generator (the global one
+        # without) at the start of each pass; drawing it too keeps blocks of one cell in
+        # AnnDataLoader's order, and queries' sampling noise the same as in memory.
+        torch.empty((), dtype=torch.int64).random_(generator=self.sampler.generator)
         windows = prefetched(map(self._read, self.sampler), self.config.prefetch)
         for cells, rows, stored in windows:
             for start in range(0, cells.size, self.batch_size):
