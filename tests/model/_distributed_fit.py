@@ -6,8 +6,9 @@ fingerprints of the cells it trained on per epoch, its final weights and its lat
 ``model.save`` is called on both, and only rank 0 may write.
 
 Usage: ``python _distributed_fit.py OUT MODE`` with MODE ``ddp`` (two processes, 64 cells per
-minibatch each), ``single`` (one process, 128 cells per minibatch, the same epoch orders) or
-``kill`` (``ddp`` whose rank 1 dies during the first epoch).
+minibatch each), ``ddp-backed`` (the same from a backed h5ad file, streamed), ``single`` (one
+process, 128 cells per minibatch, the same epoch orders) or ``kill`` (``ddp`` whose rank 1 dies
+during the first epoch).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
+import anndata
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -65,6 +67,13 @@ class OneProcessSameOrder(DataSplitter):
 def main(out: Path, mode: str) -> None:
     cellvi.settings.seed = 0
     adata = cellvi.data.synthetic_iid(batch_size=200, n_genes=N_GENES)
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    splitter_kw = {}
+    if mode == "ddp-backed":
+        # Each rank its own copy of the file; blocks of one cell: the resident run's shares.
+        adata.write_h5ad(out / f"data{rank}.h5ad")
+        adata = anndata.read_h5ad(out / f"data{rank}.h5ad", backed="r")
+        splitter_kw = {"datasplitter_kwargs": {"streaming": {"block_size": 1}}}
     SCVI.setup_anndata(adata, batch_key="batch")
     model = SCVI(adata, **MODEL_KW)
     recorder = CellRecorder(kill_rank=1 if mode == "kill" else None)
@@ -79,15 +88,14 @@ def main(out: Path, mode: str) -> None:
         splitter = OneProcessSameOrder(model.adata_manager, train_size=0.9, batch_size=128)
         model.train(devices=1, datamodule=splitter, **fit_kw)
     else:
-        model.train(devices=2, strategy="ddp", batch_size=64, **fit_kw)
-    rank = int(os.environ.get("LOCAL_RANK", 0))
+        model.train(devices=2, strategy="ddp", batch_size=64, **splitter_kw, **fit_kw)
     model.save(out / "model", overwrite=True, save_anndata=True)
     weights = torch.cat([value.flatten() for value in model.module.state_dict().values()])
     np.savez(
         out / f"rank{rank}.npz",
         weights=weights.numpy(),
         latent=model.get_latent_representation(),
-        train_cells=fingerprints(adata.X[model.train_indices]),
+        train_cells=fingerprints(adata.X[np.sort(model.train_indices)]),
         elbo_train=model.history["elbo_train"].to_numpy().ravel(),
         **{f"epoch{epoch}": np.concatenate(cells) for epoch, cells in recorder.seen.items()},
     )

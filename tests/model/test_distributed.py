@@ -39,18 +39,20 @@ def _fit(out: Path, mode: str) -> subprocess.CompletedProcess:
 def runs(tmp_path_factory):
     """The two-process fit and the one-process fit on the same epoch orders."""
     root = tmp_path_factory.mktemp("distributed")
-    for mode in ("ddp", "single"):
+    for mode in ("ddp", "ddp-backed", "single"):
         done = _fit(root / mode, mode)
         assert done.returncode == 0, done.stderr[-3000:]
     return {
         "ddp": [np.load(root / "ddp" / f"rank{rank}.npz") for rank in (0, 1)],
+        "ddp-backed": [np.load(root / "ddp-backed" / f"rank{rank}.npz") for rank in (0, 1)],
         "single": np.load(root / "single" / "rank0.npz"),
         "root": root,
     }
 
 
-def test_each_rank_trains_on_its_own_half_of_the_training_cells_every_epoch(runs):
-    rank0, rank1 = runs["ddp"]
+@pytest.mark.parametrize("run", ["ddp", "ddp-backed"])
+def test_each_rank_trains_on_its_own_half_of_the_training_cells_every_epoch(runs, run):
+    rank0, rank1 = runs[run]
     train_cells = np.sort(rank0["train_cells"])
     for epoch in ("epoch0", "epoch1"):
         assert rank0[epoch].size == rank1[epoch].size == train_cells.size // 2
@@ -70,9 +72,18 @@ def test_the_ranks_take_the_steps_of_one_process_reading_both_shares(runs):
             assert both == set(single[epoch][128 * step : 128 * (step + 1)])
 
 
-def test_both_ranks_end_with_identical_weights(runs):
-    rank0, rank1 = runs["ddp"]
+@pytest.mark.parametrize("run", ["ddp", "ddp-backed"])
+def test_both_ranks_end_with_identical_weights(runs, run):
+    rank0, rank1 = runs[run]
     np.testing.assert_array_equal(rank0["weights"], rank1["weights"])
+
+
+def test_streaming_ranks_read_the_shares_of_the_in_memory_ranks(runs):
+    for in_memory, streamed in zip(runs["ddp"], runs["ddp-backed"], strict=True):
+        for step in range(6):  # three minibatches in each of the two epochs
+            epoch, start = f"epoch{step // 3}", 64 * (step % 3)
+            ours, theirs = (run[epoch][start : start + 64] for run in (streamed, in_memory))
+            np.testing.assert_array_equal(np.sort(ours), np.sort(theirs))
 
 
 def test_epoch_metrics_are_summed_across_ranks(runs):

@@ -86,7 +86,13 @@ class StreamingLoader:
     adata_manager
         Manager holding the registered AnnData.
     indices
-        Cells to serve; ``None`` serves all.
+        Cells to serve; ``None`` serves all. The other arguments are keywords only.
+    streaming
+        Block size, buffer and prefetch depth (:class:`StreamingConfig`, a mapping, or
+        ``None`` for the defaults).
+    distributed
+        Serve this process's share of the cells, with the rank and number of processes of
+        the process group (each rank reads only its own blocks).
     batch_size
         Cells per minibatch (per process in a distributed run); ``None`` uses
         ``cellvi.settings.batch_size``.
@@ -94,12 +100,6 @@ class StreamingLoader:
         Draw a new block-shuffled order each epoch.
     drop_last
         Leave out the last, incomplete minibatch.
-    streaming
-        Block size, buffer and prefetch depth (:class:`StreamingConfig`, a mapping, or
-        ``None`` for the defaults).
-    distributed
-        Serve this process's share of the cells, with the rank and number of processes of
-        the process group (each rank reads only its own blocks).
     data_and_attributes
         Registry keys to load (see :class:`AnnTorchDataset`).
     load_sparse_tensor
@@ -114,11 +114,12 @@ class StreamingLoader:
         self,
         adata_manager: AnnDataManager,
         indices: npt.ArrayLike | None = None,
+        *,
+        streaming: StreamingConfig | Mapping[str, Any] | None = None,
+        distributed: bool = False,
         batch_size: int | None = None,
         shuffle: bool = False,
         drop_last: bool = False,
-        streaming: StreamingConfig | Mapping[str, Any] | None = None,
-        distributed: bool = False,
         data_and_attributes: Sequence[str] | Mapping[str, npt.DTypeLike] | None = None,
         load_sparse_tensor: bool = False,
     ) -> None:
