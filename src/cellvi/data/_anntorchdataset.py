@@ -36,6 +36,8 @@ _INTEGER_KEYS = {
 }
 
 HostArray = np.ndarray | sparse.csr_matrix | sparse.csr_array | Any
+# Rows of a file this close are read in one slice: reading the gap costs less than a new read.
+_MAX_GAP = 32
 
 
 class AnnTorchDataset(Dataset):
@@ -113,11 +115,34 @@ class AnnTorchDataset(Dataset):
             rows = np.arange(self.n_obs)[indices]
         else:
             rows = as_cell_indices(np.atleast_1d(indices), self.n_obs)
-        return {key: self._take(key, rows, dtype) for key, dtype in self.keys_and_dtypes.items()}
+        return self.served(self.stored_rows(rows))
 
-    def _take(self, key: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray | torch.Tensor:
-        data = self.data[key]
-        block = _read_rows(data, rows) if isinstance(data, ON_DISK) else data[rows]
+    @property
+    def on_disk(self) -> bool:
+        """Whether a served field is read from a file (a backed or zarr-backed matrix)."""
+        return any(isinstance(data, ON_DISK) for data in self.data.values())
+
+    def stored_rows(self, rows: np.ndarray) -> dict[str, HostArray]:
+        """The rows ``rows`` (in that order) of every served field, as stored.
+
+        Sparse fields stay sparse and keep their dtype, so that a block of many minibatches
+        (the out-of-core loaders' buffer) costs what the file holds; :meth:`served` turns a
+        selection of these rows into a minibatch.
+        """
+        stored = {}
+        for key in self.keys_and_dtypes:
+            data = self.data[key]
+            stored[key] = _read_rows(data, rows) if isinstance(data, ON_DISK) else data[rows]
+        return stored
+
+    def served(self, stored: Mapping[str, HostArray]) -> dict[str, np.ndarray | torch.Tensor]:
+        """Rows read by :meth:`stored_rows` as a minibatch: served dtypes, dense or sparse."""
+        return {
+            key: self._served(key, stored[key], dtype)
+            for key, dtype in self.keys_and_dtypes.items()
+        }
+
+    def _served(self, key: str, block: HostArray, dtype: np.dtype) -> np.ndarray | torch.Tensor:
         if not sparse.issparse(block):
             return np.ascontiguousarray(block, dtype=dtype)
         block = block.astype(dtype, copy=False)
@@ -136,6 +161,14 @@ def held_adata(adata_manager: AnnDataManager) -> AnnOrMuData:
             "to it (the manager refers to it weakly)."
         )
     return adata
+
+
+def reads_from_disk(adata_manager: AnnDataManager) -> bool:
+    """Whether a registered field is a matrix read from a file (backed h5ad, zarr)."""
+    return any(
+        isinstance(adata_manager.get_from_registry(key), ON_DISK)
+        for key in adata_manager.data_registry
+    )
 
 
 def default_dtype(field: BaseAnnDataField) -> np.dtype:
@@ -195,10 +228,32 @@ def _to_host_array(data: object, n_obs: int, key: str) -> HostArray:
 
 
 def _read_rows(data: HostArray, rows: np.ndarray) -> np.ndarray | sparse.csr_matrix:
-    """Rows of an on-disk matrix, in the order asked: the file is read in increasing order."""
+    """Rows of an on-disk matrix, in the order asked: the file is read in increasing order.
+
+    Runs of nearby rows are read as one slice each (one contiguous read, the rows between
+    them dropped afterwards): block-shuffled and in-order reads then cost a few large reads
+    instead of one small read per row.
+    """
     unique, order = np.unique(rows, return_inverse=True)
-    block = data[unique]
+    if unique.size == 0:
+        return data[unique]
+    breaks = np.flatnonzero(np.diff(unique) > _MAX_GAP) + 1
+    starts = unique[np.r_[0, breaks]]
+    stops = unique[np.r_[breaks - 1, unique.size - 1]] + 1
+    pieces = [data[int(start) : int(stop)] for start, stop in zip(starts, stops, strict=True)]
+    run = np.repeat(np.arange(starts.size), np.diff(np.r_[0, breaks, unique.size]))
+    offsets = np.r_[0, np.cumsum(stops - starts)[:-1]]
+    block = _stacked(pieces)[unique - starts[run] + offsets[run]]
     return block[order] if unique.size != rows.size or (unique != rows).any() else block
+
+
+def _stacked(pieces: list[HostArray]) -> HostArray:
+    """Blocks of rows one under the other (sparse stays sparse, as CSR)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if sparse.issparse(pieces[0]):
+        return sparse.vstack(pieces, format="csr")
+    return np.concatenate(pieces)
 
 
 def _to_torch_sparse(block: sparse.csr_matrix | sparse.csc_matrix) -> torch.Tensor:

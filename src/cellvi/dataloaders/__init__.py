@@ -10,6 +10,7 @@ from cellvi.dataloaders._distributed_sampler import BatchDistributedSampler
 from cellvi.dataloaders._sampler import BatchIndexSampler
 from cellvi.dataloaders._semi_dataloader import SemiSupervisedDataLoader
 from cellvi.dataloaders._semi_splitter import SemiSupervisedDataSplitter
+from cellvi.dataloaders._streaming import StreamingConfig, StreamingLoader
 
 __all__ = [
     "AnnDataLoader",
@@ -22,4 +23,6 @@ __all__ = [
     "DeviceBackedDataSplitter",
     "SemiSupervisedDataLoader",
     "SemiSupervisedDataSplitter",
+    "StreamingConfig",
+    "StreamingLoader",
 ]

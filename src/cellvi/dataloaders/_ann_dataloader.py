@@ -15,7 +15,7 @@ from cellvi._settings import settings
 from cellvi.data import AnnDataManager, AnnTorchDataset
 from cellvi.data._indices import as_cell_indices
 from cellvi.dataloaders._distributed_sampler import BatchDistributedSampler
-from cellvi.dataloaders._generator import order_generator
+from cellvi.dataloaders._generator import distributed_seed, order_generator
 from cellvi.dataloaders._sampler import BatchIndexSampler
 
 # DataLoader arguments AnnDataLoader sets itself: each minibatch is one dataset lookup.
@@ -60,7 +60,7 @@ def check_sampling_options(
             )
 
 
-def _as_tensors(batch: dict[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+def as_tensors(batch: dict[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
     """The dataset's minibatch as tensors, sharing the arrays' memory (module-level so that
     worker processes can pickle it)."""
     return {
@@ -177,14 +177,13 @@ class AnnDataLoader(DataLoader):
         if generator is None and shuffle:
             generator = order_generator()
         if distributed_sampler:
-            # Every replica must draw the same permutation, so the seed cannot be left random.
             sampler = BatchDistributedSampler(
                 self.indices,
                 batch_size=self.minibatch_size,
                 drop_last=drop_last,
                 drop_dataset_tail=drop_dataset_tail,
                 shuffle=shuffle,
-                seed=0 if settings.seed is None else settings.seed,
+                seed=distributed_seed(),
             )
         if sampler is None:
             sampler = BatchIndexSampler(
@@ -193,7 +192,7 @@ class AnnDataLoader(DataLoader):
         else:
             dataset = _Positions(dataset, self.indices)
         data_loader_kwargs.setdefault("num_workers", settings.dl_num_workers)
-        data_loader_kwargs.setdefault("collate_fn", _as_ndarrays if iter_ndarray else _as_tensors)
+        data_loader_kwargs.setdefault("collate_fn", _as_ndarrays if iter_ndarray else as_tensors)
         # batch_size=None turns off torch's own batching: each sampler item is a whole batch.
         super().__init__(
             dataset, sampler=sampler, batch_size=None, generator=generator, **data_loader_kwargs

@@ -13,7 +13,7 @@ import torch
 from cellvi._checks import check_positive_int, keyword_names
 from cellvi._settings import settings
 from cellvi.data import AnnDataManager, AnnTorchDataset
-from cellvi.data._anntorchdataset import held_adata
+from cellvi.data._anntorchdataset import held_adata, reads_from_disk
 from cellvi.dataloaders._ann_dataloader import (
     AnnDataLoader,
     check_data_loader_kwargs,
@@ -25,11 +25,12 @@ from cellvi.dataloaders._loaders import build_loader
 from cellvi.dataloaders._resident import ResidentTensors
 from cellvi.dataloaders._resident_loader import ResidentLoader
 from cellvi.dataloaders._split_sizes import fit_last_minibatch, split_sizes
+from cellvi.dataloaders._streaming import StreamingConfig, StreamingLoader
 
 logger = logging.getLogger("cellvi")
 
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray]
-Loader = AnnDataLoader | ResidentLoader
+Loader = AnnDataLoader | ResidentLoader | StreamingLoader
 
 # AnnDataLoader arguments the splitter sets for each split itself.
 _SET_PER_SPLIT = {"adata_manager", "indices", "shuffle", "sampler"}
@@ -46,13 +47,22 @@ class DataSplitter(pl.LightningDataModule):
     (or test) split yields ``[]`` instead of a loader, which Lightning takes as "no
     validation loop".
 
-    Two data paths serve the minibatches. The device-resident path (``device_resident``)
+    Three data paths serve the minibatches. The device-resident path (``device_resident``)
     moves the registered data once to the training device and gathers each minibatch there;
     the host path is an :class:`AnnDataLoader` per split, copying each minibatch from the
     host. Options only the host path has (``load_sparse_tensor``, ``pin_memory``,
     ``num_workers`` and the other ``data_loader_kwargs``) choose it under
     ``device_resident="auto"`` and are an error under ``device_resident=True``. The resident
-    copy is released when the fit ends (``teardown``), or fails.
+    copy is released when the fit ends (``teardown``), or fails. Data that stay on disk (a
+    backed h5ad, a zarr store's matrix) take the out-of-core path: a
+    :class:`StreamingLoader` per split, reading block-shuffled windows of cells in a
+    background thread (``streaming`` sets its block size and buffer), unless host-only
+    options other than ``load_sparse_tensor`` ask for the host loader.
+
+    In a distributed fit (Lightning's ``strategy="ddp"``, several devices or nodes) every
+    split's loader serves only this process's share of its cells, in an order drawn anew
+    each epoch and different on each rank (``DistributedSampler``'s semantics: every rank
+    draws the epoch's permutation from ``settings.seed + epoch`` and takes its part).
 
     Parameters
     ----------
@@ -90,6 +100,9 @@ class DataSplitter(pl.LightningDataModule):
         Worker processes of the host loader; ``None`` uses ``cellvi.settings.dl_num_workers``.
     data_and_attributes
         Registry keys to load (see :class:`AnnTorchDataset`); ``None`` loads every field.
+    streaming
+        Block size, buffer and prefetch depth of the out-of-core path
+        (:class:`StreamingConfig`, or a mapping of its fields); ``None``: its defaults.
     **data_loader_kwargs
         Further arguments of the host loaders: :class:`AnnDataLoader`'s (``iter_ndarray``,
         ``distributed_sampler``, ``drop_dataset_tail``) and
@@ -120,9 +133,11 @@ class DataSplitter(pl.LightningDataModule):
         drop_last: bool = False,
         num_workers: int | None = None,
         data_and_attributes: Sequence[str] | None = None,
+        streaming: StreamingConfig | dict[str, Any] | None = None,
         **data_loader_kwargs: Any,
     ) -> None:
         super().__init__()
+        self.streaming = StreamingConfig.of(streaming)
         check_device_resident(device_resident)
         check_data_loader_kwargs(
             data_loader_kwargs,
@@ -203,9 +218,18 @@ class DataSplitter(pl.LightningDataModule):
         }
 
     def _is_backed(self) -> bool:
-        # A backed AnnData's matrix stays in its file; minibatches read it there.
-        adata = self.adata_manager.adata
-        return bool(getattr(adata, "isbacked", False))
+        # A backed AnnData's (or a zarr store's) matrix stays in its file: the out-of-core path.
+        return reads_from_disk(self.adata_manager)
+
+    def _streams(self) -> bool:
+        """Whether the splits are served by the out-of-core loader."""
+        options = self._host_only_options()
+        options.pop("load_sparse_tensor")
+        return self._is_backed() and not any(options.values())
+
+    def _distributed(self) -> bool:
+        """Whether this fit runs on several processes (each serves its share of the cells)."""
+        return self.trainer is not None and self.trainer.world_size > 1
 
     def _check_data_path(self) -> None:
         if self._is_backed() and self.device_resident is True:
@@ -272,6 +296,13 @@ class DataSplitter(pl.LightningDataModule):
         """Arguments of every split's loader beyond its cells and minibatching."""
         if self.resident is not None:
             return {"resident": self.resident}
+        if self._streams():
+            return {
+                "loader_cls": StreamingLoader,
+                "streaming": self.streaming,
+                "data_and_attributes": self.data_and_attributes,
+                "load_sparse_tensor": self.load_sparse_tensor,
+            }
         if self.device_resident is True:
             raise RuntimeError(
                 f"{type(self).__name__} serves the data from the device: call setup() first "
@@ -294,6 +325,7 @@ class DataSplitter(pl.LightningDataModule):
             self._minibatch_size(indices),
             shuffle,
             drop_last,
+            distributed=self._distributed(),
             **self._loader_options(),
         )
 

@@ -28,3 +28,17 @@ def order_generator(device: torch.device | str = "cpu") -> torch.Generator:
         state = np.random.SeedSequence([settings.seed, _ORDER_STREAM]).generate_state(1, np.uint64)
         generator.manual_seed(int(state[0] >> np.uint64(1)))
     return generator
+
+
+def distributed_seed() -> int:
+    """The seed every process of a distributed run draws its epoch orders from.
+
+    All ranks must draw the same permutation, so the seed cannot be left random: it is
+    ``cellvi.settings.seed``, or 0 without one.
+    """
+    return 0 if settings.seed is None else int(settings.seed)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch of a distributed run (``DistributedSampler``'s seeding)."""
+    return torch.Generator().manual_seed(seed + epoch)

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from cellvi.dataloaders._generator import order_generator
+from cellvi.dataloaders._distributed_sampler import BatchDistributedSampler
+from cellvi.dataloaders._generator import distributed_seed, order_generator
 from cellvi.dataloaders._resident import ResidentTensors
 
 
@@ -26,7 +27,14 @@ class ResidentLoader:
         Draw a new order every epoch, on the device (see :func:`order_generator`).
     drop_last
         Skip the last, incomplete minibatch.
+    distributed
+        Serve this process's share of the cells, through a :class:`BatchDistributedSampler`
+        (``sampler``, whose epoch Lightning sets); every process holds the whole data.
     """
+
+    # Lightning reads a loader's samplers (to set their epoch, to check shuffling); minibatches
+    # come whole from ``sampler``, never from a batch sampler.
+    batch_sampler = None
 
     def __init__(
         self,
@@ -35,19 +43,32 @@ class ResidentLoader:
         batch_size: int,
         shuffle: bool = False,
         drop_last: bool = False,
+        distributed: bool = False,
     ) -> None:
         self.tensors = tensors
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=tensors.device)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.generator = order_generator(tensors.device) if shuffle else None
+        self.generator = order_generator(tensors.device) if shuffle and not distributed else None
+        self.sampler = None
+        if distributed:
+            self.sampler = BatchDistributedSampler(
+                self.indices, self.batch_size, drop_last, shuffle=shuffle, seed=distributed_seed()
+            )
 
     def __len__(self) -> int:
+        if self.sampler is not None:
+            return len(self.sampler)
         n_cells = len(self.indices)
         return n_cells // self.batch_size if self.drop_last else -(-n_cells // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.sampler is not None:
+            for positions in self.sampler:
+                rows = torch.as_tensor(positions, device=self.indices.device)
+                yield self.tensors.take(self.indices[rows])
+            return
         order = self.indices
         if self.shuffle:
             permutation = torch.randperm(len(order), device=order.device, generator=self.generator)

@@ -10,6 +10,7 @@ from cellvi.train._config import (
     merge_kwargs,
 )
 from cellvi.train._constants import METRIC_KEYS
+from cellvi.train._distributed import is_global_zero
 from cellvi.train._early_stopping import LoudEarlyStopping
 from cellvi.train._errors import NonFiniteLossError
 from cellvi.train._logger import HistoryLogger
@@ -42,5 +43,6 @@ __all__ = [
     "TrainingPlanConfig",
     "TrainingState",
     "default_max_epochs",
+    "is_global_zero",
     "merge_kwargs",
 ]

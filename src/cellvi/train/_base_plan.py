@@ -149,14 +149,26 @@ class BasePlan(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training metrics and the KL weight of its last step."""
         if self._when["train"][1]:
-            self._log_metrics("train", self._sums["train"].compute(), step=False)
+            self._log_metrics("train", self._epoch_metrics("train"), step=False)
         if self.logs_kl_weight:
             self.log("kl_weight", self._last_kl_weight, on_step=False, on_epoch=True, batch_size=1)
 
     def on_validation_epoch_end(self) -> None:
         """Log the validation metrics."""
         if self._when["validation"][1]:
-            self._log_metrics("validation", self._sums["validation"].compute(), step=False)
+            self._log_metrics("validation", self._epoch_metrics("validation"), step=False)
+
+    def _epoch_metrics(self, split: str) -> dict[str, torch.Tensor]:
+        """The epoch's metrics of ``split``, over every process's cells in a distributed fit.
+
+        The sums (not the means) are added across processes, so each rank logs the metrics
+        of all the epoch's cells, the same on every rank.
+        """
+        sums = self._sums[split]
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            sums.sum_across(lambda value: trainer.strategy.reduce(value, reduce_op="sum"))
+        return sums.compute()
 
     def _log_metrics(self, split: str, metrics: dict[str, torch.Tensor], step: bool) -> None:
         per_step, per_epoch = self._when[split]

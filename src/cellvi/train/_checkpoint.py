@@ -117,12 +117,16 @@ class SaveCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        self._model._save_checkpoint(filepath, self._state_now())
+        # Every rank holds the same weights; rank 0 writes them, the others wait for the file.
+        if trainer.is_global_zero:
+            self._model._save_checkpoint(filepath, self._state_now())
+        trainer.strategy.barrier("cellvi-checkpoint")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        self._model._remove_checkpoint(filepath)
+        if trainer.is_global_zero:
+            self._model._remove_checkpoint(filepath)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Load the best checkpoint's weights into the module (``load_best_on_end``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,6 +44,19 @@ class EpochSums:
         self.n_obs += n_obs
         self.n_batches += 1
         self._last = (n_obs, cell_sums, batch_values)
+
+    def sum_across(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace these sums by their totals over the processes of a distributed fit.
+
+        ``reduce_sum`` sums a tensor over the processes (every process calls it, in the same
+        order); afterwards :meth:`compute` gives the metrics of all the cells of the epoch.
+        """
+        for sums in (self._cell_sums, self._batch_sums):
+            for name in sorted(sums):
+                sums[name] = reduce_sum(sums[name])
+        device = next(iter(self._cell_sums.values()), torch.zeros(())).device
+        counts = reduce_sum(torch.tensor([self.n_obs, self.n_batches], device=device))
+        self.n_obs, self.n_batches = (int(count) for count in counts.tolist())
 
     def compute_last(self) -> dict[str, torch.Tensor]:
         """The metrics of the last minibatch alone (empty before the first)."""

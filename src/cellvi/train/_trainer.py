@@ -25,6 +25,8 @@ _QUIET = (
     ".*you defined a `?validation_step`? but have no `?val_dataloader`?.*",
     ".*One of given dataloaders is None and it will be skipped.*",
     ".*Your `val_dataloader`'s sampler has shuffling enabled.*",
+    # The plans add epoch sums across processes themselves (BasePlan._epoch_metrics).
+    ".*when logging on epoch level in distributed setting.*",
 )
 
 

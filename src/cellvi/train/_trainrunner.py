@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger
 from cellvi._checks import check_keywords, keyword_names
 from cellvi.train._checkpoint import SaveCheckpoint
 from cellvi.train._config import KwargsLike, merge_kwargs
+from cellvi.train._distributed import lost_process_error
 from cellvi.train._interrupt import StopOnInterrupt
 from cellvi.train._logger import HistoryLogger
 from cellvi.train._state import TrainingState
@@ -141,6 +142,11 @@ class TrainRunner:
             if self.interrupt.requested:
                 raise KeyboardInterrupt from error
             raise
+        except RuntimeError as error:
+            lost = lost_process_error(error, self.trainer.world_size)
+            if lost is None:
+                raise
+            raise lost from error
         self.training_plan.eval()
         self.training_plan.module.to(self.trainer.strategy.root_device)
         self.model.training_state.record_fit(

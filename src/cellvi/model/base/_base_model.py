@@ -13,7 +13,8 @@ import torch
 from anndata import AnnData
 
 from cellvi.data import AnnDataManager
-from cellvi.dataloaders import AnnDataLoader
+from cellvi.data._anntorchdataset import reads_from_disk
+from cellvi.dataloaders import AnnDataLoader, StreamingLoader
 from cellvi.model.base._init_params import record_init_params
 from cellvi.model.base._manager_store import ManagerStoreMixin
 from cellvi.model.base._persistence import PersistenceMixin
@@ -22,6 +23,8 @@ from cellvi.train import TrainingState
 from cellvi.utils import attrdict
 
 logger = logging.getLogger("cellvi")
+# Query loader options the out-of-core loader takes too.
+_STREAMING_OPTIONS = {"data_and_attributes", "load_sparse_tensor", "streaming"}
 
 
 class _StateField:
@@ -160,10 +163,19 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         batch_size: int | None = None,
         shuffle: bool = False,
         **loader_kwargs: Any,
-    ) -> AnnDataLoader:
-        """A loader over ``adata`` (validated first) with this model's registration."""
+    ) -> AnnDataLoader | StreamingLoader:
+        """A loader over ``adata`` (validated first) with this model's registration.
+
+        Data on disk (a backed h5ad, a zarr store's matrix) stream through the out-of-core
+        loader, read ahead by a background thread, unless ``loader_kwargs`` ask for options
+        only :class:`AnnDataLoader` has.
+        """
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
+        if reads_from_disk(manager) and set(loader_kwargs) <= _STREAMING_OPTIONS:
+            return StreamingLoader(
+                manager, indices=indices, batch_size=batch_size, shuffle=shuffle, **loader_kwargs
+            )
         return AnnDataLoader(
             manager, indices=indices, batch_size=batch_size, shuffle=shuffle, **loader_kwargs
         )

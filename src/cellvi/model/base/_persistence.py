@@ -27,7 +27,7 @@ from cellvi.model.base._files import (
 from cellvi.model.base._init_params import init_arguments
 from cellvi.model.base._json_values import from_json_values, to_json_values
 from cellvi.model.base._scvi_tools_files import has_scvi_tools_model, read_scvi_tools_model
-from cellvi.train import TrainingState
+from cellvi.train import TrainingState, is_global_zero
 
 logger = logging.getLogger("cellvi")
 Model = TypeVar("Model", bound="PersistenceMixin")
@@ -58,7 +58,13 @@ class PersistenceMixin:
             Also write the training AnnData (``adata.h5ad``), so ``load`` needs no data.
         **anndata_write_kwargs
             Passed to ``AnnData.write_h5ad``.
+
+        In a distributed fit every process runs the script and holds the same model; only
+        rank 0 writes it, the others return without writing.
         """
+        if not is_global_zero():
+            logger.debug("Not rank 0 of a distributed run: rank 0 saves the model.")
+            return
         description = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,

@@ -95,7 +95,8 @@ class TrainingMixin(CheckpointMixin):
             :class:`~cellvi.train.Trainer` arguments (``check_val_every_n_epoch``,
             ``early_stopping_patience``, ``callbacks``, ``log_every_n_steps``,
             ``learning_rate_monitor``, ...) and ``ckpt_path``, a Lightning checkpoint to
-            resume from.
+            resume from. ``strategy="ddp"`` (with ``devices`` and ``num_nodes``) trains on
+            several processes, each on its share of the cells (see ``docs/scaling.md``).
 
         Every option is checked before training starts: a name that the splitter, the plan or
         the trainer does not take fails at once, listing the valid names. Validation runs only
