@@ -7,8 +7,9 @@ fingerprints of the cells it trained on per epoch, its final weights and its lat
 
 Usage: ``python _distributed_fit.py OUT MODE`` with MODE ``ddp`` (two processes, 64 cells per
 minibatch each), ``ddp-backed`` (the same from a backed h5ad file, streamed), ``single`` (one
-process, 128 cells per minibatch, the same epoch orders) or ``kill`` (``ddp`` whose rank 1 dies
-during the first epoch).
+process, 128 cells per minibatch, the same epoch orders), ``kill`` (``ddp`` whose rank 1 dies
+during the first epoch) or ``scanvi-ddp`` (SCANVI, half of the cells labeled: minibatches of the
+cells, each beside one of labeled cells).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 import cellvi
 from cellvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitter
-from cellvi.model import SCVI
+from cellvi.model import SCANVI, SCVI
 
 N_GENES = 50
 MAX_EPOCHS = 2
@@ -50,7 +51,9 @@ class CellRecorder(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_rank == self.kill_rank and batch_idx == 1:
             os.kill(os.getpid(), signal.SIGKILL)
-        cells = fingerprints(batch[cellvi.REGISTRY_KEYS.X_KEY].cpu().numpy())
+        # A semi-supervised minibatch is (cells, labeled cells): the first is the epoch's pass.
+        cells_batch = batch[0] if isinstance(batch, (tuple, list)) else batch
+        cells = fingerprints(cells_batch[cellvi.REGISTRY_KEYS.X_KEY].cpu().numpy())
         self.seen.setdefault(trainer.current_epoch, []).append(cells)
 
 
@@ -74,8 +77,17 @@ def main(out: Path, mode: str) -> None:
         adata.write_h5ad(out / f"data{rank}.h5ad")
         adata = anndata.read_h5ad(out / f"data{rank}.h5ad", backed="r")
         splitter_kw = {"datasplitter_kwargs": {"streaming": {"block_size": 1}}}
-    SCVI.setup_anndata(adata, batch_key="batch")
-    model = SCVI(adata, **MODEL_KW)
+    if mode == "scanvi-ddp":
+        labels = adata.obs["labels"].astype(str).to_numpy()
+        labels[::2] = "unknown"
+        adata.obs["labels"] = labels
+        SCANVI.setup_anndata(
+            adata, labels_key="labels", unlabeled_category="unknown", batch_key="batch"
+        )
+        model = SCANVI(adata, **MODEL_KW)
+    else:
+        SCVI.setup_anndata(adata, batch_key="batch")
+        model = SCVI(adata, **MODEL_KW)
     recorder = CellRecorder(kill_rank=1 if mode == "kill" else None)
     fit_kw = {
         "max_epochs": MAX_EPOCHS,

@@ -39,18 +39,20 @@ def _fit(out: Path, mode: str) -> subprocess.CompletedProcess:
 def runs(tmp_path_factory):
     """The two-process fit and the one-process fit on the same epoch orders."""
     root = tmp_path_factory.mktemp("distributed")
-    for mode in ("ddp", "ddp-backed", "single"):
+    for mode in ("ddp", "ddp-backed", "scanvi-ddp", "single"):
         done = _fit(root / mode, mode)
         assert done.returncode == 0, done.stderr[-3000:]
     return {
-        "ddp": [np.load(root / "ddp" / f"rank{rank}.npz") for rank in (0, 1)],
-        "ddp-backed": [np.load(root / "ddp-backed" / f"rank{rank}.npz") for rank in (0, 1)],
+        **{
+            mode: [np.load(root / mode / f"rank{rank}.npz") for rank in (0, 1)]
+            for mode in ("ddp", "ddp-backed", "scanvi-ddp")
+        },
         "single": np.load(root / "single" / "rank0.npz"),
         "root": root,
     }
 
 
-@pytest.mark.parametrize("run", ["ddp", "ddp-backed"])
+@pytest.mark.parametrize("run", ["ddp", "ddp-backed", "scanvi-ddp"])
 def test_each_rank_trains_on_its_own_half_of_the_training_cells_every_epoch(runs, run):
     rank0, rank1 = runs[run]
     train_cells = np.sort(rank0["train_cells"])
@@ -72,7 +74,7 @@ def test_the_ranks_take_the_steps_of_one_process_reading_both_shares(runs):
             assert both == set(single[epoch][128 * step : 128 * (step + 1)])
 
 
-@pytest.mark.parametrize("run", ["ddp", "ddp-backed"])
+@pytest.mark.parametrize("run", ["ddp", "ddp-backed", "scanvi-ddp"])
 def test_both_ranks_end_with_identical_weights(runs, run):
     rank0, rank1 = runs[run]
     np.testing.assert_array_equal(rank0["weights"], rank1["weights"])

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 import cellvi
-from cellvi.model import SCVI, write_in_chunks
+from cellvi.model import SCANVI, SCVI, write_in_chunks
 
 from ._model_helpers import TRAIN_KW
 
@@ -136,3 +136,21 @@ def test_a_zarr_store_cannot_be_held_on_the_device(stores):
     model = SCVI(stores["zarr"])
     with pytest.raises(ValueError, match="cannot hold a backed AnnData"):
         model.train(max_epochs=1, device_resident=True, **TRAIN_KW)
+
+
+@pytest.mark.parametrize("store", ["backed", "zarr"])
+def test_scanvi_trains_and_predicts_on_data_on_disk(stores, store):
+    # Labels with an unlabeled category live in obs: the counts stay in the file.
+    adata = stores[store]
+    labels = adata.obs["labels"].astype(str).to_numpy()
+    labels[::2] = "unknown"
+    adata.obs["semi_labels"] = labels
+    SCANVI.setup_anndata(
+        adata, labels_key="semi_labels", unlabeled_category="unknown", batch_key="batch"
+    )
+    model = SCANVI(adata, n_latent=5)
+    model.train(max_epochs=2, batch_size=128, enable_progress_bar=False)
+    assert not isinstance(adata.X, np.ndarray)
+    predictions = model.predict()
+    assert predictions.shape == (adata.n_obs,)
+    assert set(predictions) <= set(labels) - {"unknown"}

@@ -47,9 +47,17 @@ class ConcatDataLoader:
     resident
         Gather the minibatches from this device-resident copy of the data instead of reading
         them on the host.
+    distributed
+        Serve this process's share of every subset in a distributed fit, on either path
+        (each subset through a ``BatchDistributedSampler``); the epoch still passes over the
+        largest subset's share while the others start over, and ``sampler`` hands Lightning's
+        epoch to every subset, so each epoch draws new shares.
     **data_loader_kwargs
         Further :class:`AnnDataLoader` arguments of the host path (``pin_memory``, ...).
     """
+
+    # Lightning looks for samplers here and on ``batch_sampler``; the subsets batch themselves.
+    batch_sampler = None
 
     def __init__(
         self,
@@ -61,6 +69,7 @@ class ConcatDataLoader:
         drop_last: bool = False,
         distributed_sampler: bool = False,
         resident: ResidentTensors | None = None,
+        distributed: bool = False,
         **data_loader_kwargs: Any,
     ) -> None:
         if len(indices_list) == 0:
@@ -73,22 +82,29 @@ class ConcatDataLoader:
         self._batch_size = settings.batch_size if batch_size is None else batch_size
         self._drop_last = drop_last
         self._distributed_sampler = distributed_sampler
+        self._distributed = distributed
+        # Lightning sets the epoch of a distributed fit on ``sampler``; none without one.
+        self.sampler = _SubsetEpochs(self) if distributed else None
         self.dataloaders = [self._make_loader(indices) for indices in indices_list]
 
     def _make_loader(self, indices: npt.ArrayLike) -> AnnDataLoader | ResidentLoader:
         """A loader over one subset, with this loader's options."""
         n_cells = self.adata_manager.adata.n_obs
-        return build_loader(
+        loader = build_loader(
             self.adata_manager,
             as_cell_indices(indices, n_cells),
             self._batch_size,
             self._shuffle,
             self._drop_last,
             resident=self.resident,
+            distributed=self._distributed,
             data_and_attributes=self.data_and_attributes,
             distributed_sampler=self._distributed_sampler,
             **self.data_loader_kwargs,
         )
+        if self.sampler is not None:
+            self.sampler.set_loader_epoch(loader)
+        return loader
 
     @property
     def largest_dl(self) -> AnnDataLoader | ResidentLoader:
@@ -108,6 +124,24 @@ class ConcatDataLoader:
         return zip(
             *(dl if dl is largest else _repeat(dl) for dl in self.dataloaders), strict=False
         )
+
+
+class _SubsetEpochs:
+    """Hand the epoch Lightning sets on a distributed fit's loader to every subset's sampler."""
+
+    def __init__(self, loader: ConcatDataLoader) -> None:
+        self._loader = loader
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set ``epoch`` on the subsets' samplers (and on those of subsets made later)."""
+        self.epoch = epoch
+        for loader in self._loader.dataloaders:
+            self.set_loader_epoch(loader)
+
+    def set_loader_epoch(self, loader: Any) -> None:
+        """Set this epoch on ``loader``'s distributed sampler."""
+        loader.sampler.set_epoch(self.epoch)
 
 
 def _repeat(loader: Iterable[Batch]) -> Iterator[Batch]:

@@ -94,7 +94,9 @@ class SemiSupervisedDataSplitter(DataSplitter):
         if not self._labeled.any():
             return super()._loader(indices, shuffle, drop_last)
         options = self._loader_options()
+        # Data on disk: the subsets read their rows from the file with the host loader.
         options.pop("loader_cls", None)
+        options.pop("streaming", None)
         return SemiSupervisedDataLoader(
             self.adata_manager,
             self.n_samples_per_label,
@@ -102,5 +104,6 @@ class SemiSupervisedDataSplitter(DataSplitter):
             shuffle=shuffle,
             batch_size=self._minibatch_size(indices),
             drop_last=drop_last,
+            distributed=self._distributed(),
             **options,
         )
