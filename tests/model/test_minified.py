@@ -99,6 +99,8 @@ def test_what_needs_counts_is_refused():
     for query in ("get_elbo", "get_reconstruction_error", "get_marginal_ll"):
         with pytest.raises(ValueError, match=f"VAEMixin.{query} function currently does not"):
             getattr(model, query)()
+    with pytest.raises(ValueError, match="RNASeqMixin.get_latent_library_size function"):
+        model.get_latent_library_size(give_mean=False)
     with pytest.raises(ValueError, match="VAE.loss function currently does not support"):
         model.train(max_epochs=1, **TRAIN_KW)
 

@@ -15,6 +15,8 @@ import torch
 from anndata import AnnData
 
 from cellvi.data import REGISTRY_KEYS, AnnDataManager
+from cellvi.data._constants import ADATA_MINIFY_TYPE
+from cellvi.data._utils import _get_adata_minify_type, _is_minified
 from cellvi.data.fields import (
     CategoricalJointObsField,
     CategoricalObsField,
@@ -28,7 +30,7 @@ from cellvi.dataloaders._labels import label_codes
 from cellvi.model._library_prior import library_size_prior
 from cellvi.model.base import (
     ArchesMixin,
-    BaseModelClass,
+    BaseMinifiedModeModelClass,
     EmbeddingMixin,
     RNASeqMixin,
     TrainingMixin,
@@ -47,7 +49,14 @@ if TYPE_CHECKING:
 Minibatches = Iterable[dict[str, torch.Tensor]]
 
 
-class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, BaseModelClass):
+class SCANVI(
+    EmbeddingMixin,
+    RNASeqMixin,
+    VAEMixin,
+    ArchesMixin,
+    TrainingMixin,
+    BaseMinifiedModeModelClass,
+):
     """single-cell ANnotation using Variational Inference (Xu et al. 2021).
 
     scVI with cell labels: cells whose label is ``unlabeled_category`` are unlabeled, the
@@ -135,7 +144,11 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         n_batch = stats.get("n_batch", 0)
         use_size_factor_key = REGISTRY_KEYS.SIZE_FACTOR_KEY in registry_keys
         library_log_means = library_log_vars = None
-        if not use_size_factor_key and not use_observed_lib_size:
+        if (
+            not use_size_factor_key
+            and not use_observed_lib_size
+            and self.minified_data_type != ADATA_MINIFY_TYPE.LATENT_POSTERIOR
+        ):
             library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
         self.module = self._module_cls(
             n_input=stats["n_vars"],
@@ -195,6 +208,7 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         size_factor_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
+        use_minified: bool = True,
         **kwargs: Any,
     ) -> None:
         """Register ``adata`` for SCANVI.
@@ -216,6 +230,9 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         categorical_covariate_keys, continuous_covariate_keys
             obs columns of further covariates the decoder (and encoder, with
             ``encode_covariates``) conditions on.
+        use_minified
+            Register a minified AnnData as such (its stored posterior); False registers it
+            as plain data.
         **kwargs
             Passed to ``AnnDataManager.register_fields`` (e.g. ``source_registry``).
         """
@@ -235,6 +252,8 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
             CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
         ]
+        if use_minified and (minify_type := _get_adata_minify_type(adata)) is not None:
+            fields += cls._get_fields_for_adata_minification(minify_type)
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -252,7 +271,8 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
 
         The SCANVI model has the scVI model's architecture (its init parameters) and setup,
         with labels; every scVI weight is copied, and the classifier and the label hierarchy
-        start fresh.
+        start fresh. SCANVI trains on counts: a scVI model minified without them, or
+        minified ``adata``, is refused.
 
         Parameters
         ----------
@@ -283,6 +303,15 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
                 stacklevel=2,
             )
             del scanvi_kwargs[name]
+        # Training continues from the scVI model on counts, which minified data lack.
+        if scvi_model.minified_data_type == ADATA_MINIFY_TYPE.LATENT_POSTERIOR:
+            raise ValueError(
+                "We cannot use the given scVI model to initialize scANVI because it has "
+                "minified adata. Keep counts when minifying model using "
+                "minified_data_type='latent_posterior_parameters_with_counts'."
+            )
+        if adata is not None and _is_minified(adata):
+            raise ValueError("Please provide a non-minified `adata` to initialize scANVI.")
         setup_args = copy.deepcopy(scvi_model.adata_manager.registry["setup_args"])
         if setup_args.get("labels_key") is None:
             if labels_key is None:
@@ -294,7 +323,9 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
             adata = scvi_model.adata
         else:
             adata = scvi_model._validate_anndata(adata)
-        cls.setup_anndata(adata, unlabeled_category=unlabeled_category, **setup_args)
+        cls.setup_anndata(
+            adata, unlabeled_category=unlabeled_category, use_minified=False, **setup_args
+        )
         scanvi_model = cls(adata, **scvi_kwargs, **scanvi_kwargs)
         scanvi_model.module.to(scvi_model.device)
         loaded = scanvi_model.module.load_state_dict(scvi_model.module.state_dict(), strict=False)

@@ -23,6 +23,7 @@ from cellvi.nn._scvi_tools_weights import (
     prefixed,
     take,
 )
+from cellvi.utils import unsupported_if_adata_minified
 
 Tensor = torch.Tensor
 # The first scvi-tools release whose classifier returns logits (before it, probabilities).
@@ -190,21 +191,31 @@ class SCANVAE(VAE):
 
     def classify(
         self,
-        x: Tensor,
+        x: Tensor | None = None,
         batch_index: Tensor | None = None,
         cont_covs: Tensor | None = None,
         cat_covs: Tensor | None = None,
         use_posterior_mean: bool = True,
+        qzm: Tensor | None = None,
+        qzv: Tensor | None = None,
+        observed_lib_size: Tensor | None = None,
     ) -> Tensor:
         """The classifier's logits ``(n_cells, n_labels)`` for counts ``x``.
 
         The classifier reads ``z1`` as the encoder gives it (the same covariates as
         :meth:`inference`): the posterior mean with ``use_posterior_mean`` (transformed
         like a draw for ``latent_distribution="ln"``), else a draw. A classifier built with
-        ``logits=False`` returns probabilities instead.
+        ``logits=False`` returns probabilities instead. Minified data give the stored
+        posterior (``qzm``, ``qzv``, ``observed_lib_size``) instead of ``x``.
         """
         outputs = self.inference(
-            x, batch_index=batch_index, cont_covs=cont_covs, cat_covs=cat_covs
+            x,
+            batch_index=batch_index,
+            cont_covs=cont_covs,
+            cat_covs=cat_covs,
+            qzm=qzm,
+            qzv=qzv,
+            observed_lib_size=observed_lib_size,
         )
         if use_posterior_mean:
             z = outputs[MODULE_KEYS.QZ_KEY].loc
@@ -234,6 +245,7 @@ class SCANVAE(VAE):
 
     # Loss --------------------------------------------------------------------------------
 
+    @unsupported_if_adata_minified
     def loss(
         self,
         tensors: dict[str, Tensor],
