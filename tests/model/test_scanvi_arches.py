@@ -16,10 +16,9 @@ import cellvi
 from cellvi.model import SCANVI
 
 from ._model_helpers import TRAIN_KW
-from .test_arches import _reference_part
+from .test_arches import _reference_part, _trains
 
 UNLABELED = "Unknown"
-BATCH_NORM = ".transforms."
 
 
 def _data(batches: list[str], seed: int):
@@ -47,24 +46,6 @@ def reference(tmp_path_factory):
     directory = tmp_path_factory.mktemp("scanvi-reference")
     model.save(directory)
     return model, directory
-
-
-def _trains(name: str, options: dict) -> bool:
-    """Whether ``options`` leave the reference part of tensor ``name`` free to change."""
-    top = name.split(".")[0]
-    if top == "l_encoder":
-        return True
-    if top == "classifier":
-        return not options.get("freeze_classifier", True)
-    if BATCH_NORM in name:
-        if "encoder" in top:
-            return not options.get("freeze_batchnorm_encoder", True)
-        return not options.get("freeze_batchnorm_decoder", False)
-    if name.startswith("z_encoder.encoder.linears.0."):
-        return not options.get("freeze_expression", True)
-    if name.startswith("decoder.px_decoder.linears.0."):
-        return not options.get("freeze_decoder_first_layer", True)
-    return False
 
 
 OPTIONS = [
