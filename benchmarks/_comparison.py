@@ -21,6 +21,22 @@ from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("cellvi", "scvi-tools")
+# The reference-mapping data of compare_reference_mapping.py and compare_scanvi.py's query
+# setting (cellvi.data.simulate's arguments): four batches, six cell types told apart by
+# few marker genes (2%) in cells of few counts (median about 400), so that label transfer
+# is hard but learnable: at simulate()'s defaults (10% markers, about 1,800 counts) both
+# libraries transfer every label (accuracy 1.0), and with weaker marker effects (0.6) neither
+# learns the types.
+MAPPING_SIMULATION = {
+    "n_cells": 4_000,
+    "n_genes": 1_000,
+    "n_batches": 4,
+    "n_cell_types": 6,
+    "marker_fraction": 0.02,
+    "type_effect_strength": 1.5,
+    "library_log_mean": 6.0,
+    "batch_effect_strength": 0.6,
+}
 # Direction of "better" for each metric the workers and the latent metrics report, in the
 # table's order. scib-metrics' figures are all "higher is better".
 HIGHER_IS_BETTER = {

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _comparison import LIBRARIES, ROOT, comparison_row  # noqa: E402
+from _comparison import LIBRARIES, MAPPING_SIMULATION, ROOT, comparison_row  # noqa: E402
 from _latent_metrics import knn_accuracy, neighbours, require_bench_extra  # noqa: E402
 
 QUERY_BATCH = "batch_3"
@@ -61,14 +61,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reference-python", help="python of the scvi-tools environment")
     parser.add_argument("--cellvi-python", default=sys.executable)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--n-cells", type=int, default=4000, help="cells of all four batches")
-    parser.add_argument("--n-genes", type=int, default=1000)
-    parser.add_argument("--n-cell-types", type=int, default=6)
-    # simulate()'s effect strengths. With weaker cell types (--type-effect 0.6) the scArches
-    # architecture (layer norm, two layers) learns no cell types in 50 epochs, in both
-    # libraries alike (15-NN transfer at chance); at --batch-effect 0.8 the query maps apart.
-    parser.add_argument("--type-effect", type=float, default=1.5)
-    parser.add_argument("--batch-effect", type=float, default=0.6)
+    # simulate()'s arguments; the defaults (MAPPING_SIMULATION) make transfer hard but
+    # learnable. With weaker cell types (--type-effect 0.6) the scArches architecture (layer
+    # norm, two layers) learns no cell types in 50 epochs, in both libraries alike (15-NN
+    # transfer at chance); at --batch-effect 0.8 the query maps apart.
+    defaults = MAPPING_SIMULATION
+    parser.add_argument("--n-cells", type=int, default=defaults["n_cells"], help="all batches")
+    parser.add_argument("--n-genes", type=int, default=defaults["n_genes"])
+    parser.add_argument("--n-cell-types", type=int, default=defaults["n_cell_types"])
+    parser.add_argument("--marker-fraction", type=float, default=defaults["marker_fraction"])
+    parser.add_argument("--type-effect", type=float, default=defaults["type_effect_strength"])
+    parser.add_argument("--library-log-mean", type=float, default=defaults["library_log_mean"])
+    parser.add_argument("--batch-effect", type=float, default=defaults["batch_effect_strength"])
     parser.add_argument("--max-epochs", type=int, default=50, help="reference and de novo")
     parser.add_argument("--query-epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -94,7 +98,9 @@ def simulate(args: argparse.Namespace, seed: int, path: Path) -> None:
         n_genes=args.n_genes,
         n_batches=4,
         n_cell_types=args.n_cell_types,
+        marker_fraction=args.marker_fraction,
         type_effect_strength=args.type_effect,
+        library_log_mean=args.library_log_mean,
         batch_effect_strength=args.batch_effect,
         seed=seed,
     )
@@ -213,8 +219,9 @@ def main() -> None:
         args.output.write_text(json.dumps(results, indent=1))
         print(
             f"\n{args.n_cells} simulated cells x {args.n_genes} genes, 4 batches "
-            f"({QUERY_BATCH} the query), {args.n_cell_types} cell types (type effect "
-            f"{args.type_effect}, batch effect {args.batch_effect}), seeds {args.seeds}; "
+            f"({QUERY_BATCH} the query), {args.n_cell_types} cell types ({args.marker_fraction} "
+            f"of genes markers, type effect {args.type_effect}, library log mean "
+            f"{args.library_log_mean}, batch effect {args.batch_effect}), seeds {args.seeds}; "
             f"reference and de novo {args.max_epochs} epochs, query {args.query_epochs}; "
             f"{args.threads} torch thread(s) per run, {args.jobs} run(s) at once\n"
         )

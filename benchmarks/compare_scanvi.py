@@ -6,7 +6,8 @@ tutorials do; both libraries get the same cells, hidden labels and epochs):
 - ``pbmc90`` / ``pbmc99``: ``pbmc_7k_labeled.h5ad`` (its 'NA' cells left out) with 90% / 99%
   of the labels hidden, stratified by cell type (each type keeps at least one label), drawn
   per seed; figures: accuracy and macro-F1 of ``predict`` on the hidden cells.
-- ``query``: ``cellvi.data.simulate`` with 4 batches (one data set per seed, written once and
+- ``query``: ``cellvi.data.simulate`` with 4 batches (``MAPPING_SIMULATION``: hard but
+  learnable label transfer; one data set per seed, written once and
   read by both libraries); a fully labeled reference of batches 0-2, and batch 3 mapped onto
   it as an unlabeled query with ``load_query_data``; figures: accuracy and macro-F1 of
   ``predict`` on the query. It needs ``SCANVI.load_query_data`` (scArches), and is left out,
@@ -37,7 +38,7 @@ import anndata
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _comparison import ROOT, comparison_row  # noqa: E402
+from _comparison import MAPPING_SIMULATION, ROOT, comparison_row  # noqa: E402
 
 SETTINGS = {"pbmc90": 0.9, "pbmc99": 0.99, "query": None}
 LIBRARIES = ("cellvi", "scvi-tools")
@@ -49,7 +50,6 @@ FIGURES = {
     "scvi_seconds": False,
     "scanvi_seconds": False,
 }
-SIMULATION = {"n_cells": 4_000, "n_genes": 1_000, "n_batches": 4, "n_cell_types": 6}
 
 
 # Labels and scores -----------------------------------------------------------------------
@@ -170,7 +170,7 @@ def simulation_file(workdir: Path, seed: int) -> Path:
     if not path.exists():
         import cellvi
 
-        cellvi.data.simulate(**SIMULATION, seed=seed).write_h5ad(path)
+        cellvi.data.simulate(**MAPPING_SIMULATION, seed=seed).write_h5ad(path)
     return path
 
 

@@ -51,7 +51,7 @@ def setup(adata: AnnData, unlabeled: str = UNLABELED) -> AnnDataManager:
 
 @pytest.fixture
 def adata() -> AnnData:
-    return cellvi.data.synthetic_iid(batch_size=100, n_batches=2, n_labels=3)
+    return cellvi.data.synthetic_iid(batch_size=100, n_batches=2, n_labels=3, seed=0)
 
 
 @pytest.fixture
@@ -99,14 +99,15 @@ def test_external_indexing_keeps_the_given_cells_labeled_first(adata, manager):
 
 
 def test_loaders_serve_a_minibatch_and_a_labeled_minibatch(adata, manager):
+    # 161 training cells: minibatches of 30 leave no cell alone (32 would, and is refused).
     splitter = SemiSupervisedDataSplitter(
-        manager, train_size=0.8, batch_size=32, device_resident=False
+        manager, train_size=0.8, batch_size=30, device_resident=False
     )
     loader = splitter.train_dataloader()
     assert isinstance(loader, SemiSupervisedDataLoader)
     assert all(isinstance(dl, AnnDataLoader) for dl in loader.dataloaders)
     steps = list(loader)
-    n_steps = -(-splitter.train_idx.size // 32)
+    n_steps = -(-splitter.train_idx.size // 30)
     assert len(steps) == len(loader) == len(loader.dataloaders[0]) == n_steps
     labeled = labeled_mask(adata)
     train = set(splitter.train_idx.tolist())
@@ -168,6 +169,51 @@ def test_what_the_splitter_refuses(adata, manager):
         SemiSupervisedDataSplitter(plain)
     with pytest.raises(ValueError, match="n_samples_per_label must be an integer >= 1"):
         SemiSupervisedDataLoader(manager, n_samples_per_label=0)
+
+
+def with_labeled(adata: AnnData, n_labeled: int) -> AnnDataManager:
+    """``adata`` registered with its first ``n_labeled`` cells labeled, the others not."""
+    adata.obs["labels"] = np.where(np.arange(adata.n_obs) < n_labeled, "label_1", UNLABELED)
+    return setup(adata)
+
+
+@pytest.mark.parametrize("device_resident", [False, True])
+def test_a_lone_last_labeled_cell_is_left_out_of_training_only(adata, device_resident):
+    # 200 training cells (128 + 72); 129 labeled ones would end on a minibatch of one cell.
+    manager = with_labeled(adata, 129)
+    splitter = SemiSupervisedDataSplitter(
+        manager, train_size=1.0, batch_size=128, device_resident=device_resident
+    )
+    splitter.setup()
+    train = splitter.train_dataloader()
+    assert splitter.train_idx.size == 200 and len(train) == 2
+    seen = set()
+    for _ in range(8):
+        labeled_sizes = [len(ids(labeled)) for _, labeled in train]
+        assert labeled_sizes == [128, 128]  # the cycled labeled stream never serves one cell
+        seen |= {cell for _, labeled in train for cell in ids(labeled).tolist()}
+    assert seen == set(range(129))  # another cell is left out each epoch
+    # Loaders that do not shuffle (validation, queries) serve every labeled cell.
+    steady = SemiSupervisedDataLoader(manager, indices=np.arange(200), batch_size=128)
+    assert [len(ids(labeled)) for labeled in steady.dataloaders[1]] == [128, 1]
+
+
+def test_the_whole_training_split_must_not_end_on_one_cell(restore_seed):
+    cellvi.settings.seed = 0
+    adata = cellvi.data.synthetic_iid(batch_size=80, n_batches=2, seed=1)
+    # Groups of 100 and 60 training cells, 160 in all: one minibatch of 159 leaves one alone,
+    # though neither group alone would.
+    manager = with_labeled(adata, 100)
+    with pytest.raises(ValueError, match="would hold 1 cell .160 training cells, batch_size=159"):
+        SemiSupervisedDataSplitter(manager, train_size=1.0, batch_size=159)
+    # A group's own tail is no minibatch of its own: 101 labeled cells train in batches of 100.
+    manager = with_labeled(adata, 101)
+    splitter = SemiSupervisedDataSplitter(manager, train_size=1.0, batch_size=100)
+    assert splitter.train_idx.size == 160
+    # drop_last: one full minibatch; the 101 labeled cells, fewer than one, are all kept.
+    kept = SemiSupervisedDataSplitter(manager, train_size=1.0, batch_size=159, drop_last=True)
+    steps = list(kept.train_dataloader())
+    assert [(len(ids(full)), len(ids(labeled))) for full, labeled in steps] == [(159, 101)]
 
 
 def test_concat_loader_repeats_shorter_subsets_in_new_orders(manager):

@@ -73,11 +73,18 @@ def _reference_part(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tens
 
 
 def _trains(name: str, options: dict) -> bool:
-    """Whether ``options`` leave the reference part of tensor ``name`` trainable."""
-    if name.startswith("l_encoder."):
+    """Whether ``options`` leave the reference part of tensor ``name`` trainable.
+
+    The library encoder trains whole, a classifier (SCANVI's) unless ``freeze_classifier``;
+    batch norms follow the encoder or decoder option of the top-level module holding them.
+    """
+    top = name.split(".")[0]
+    if top == "l_encoder":
         return True
+    if top == "classifier":
+        return not options.get("freeze_classifier", True)
     if ".transforms." in name:  # batch norm
-        if name.startswith("z_encoder."):
+        if "encoder" in top:
             return not options.get("freeze_batchnorm_encoder", True)
         return not options.get("freeze_batchnorm_decoder", False)
     if name.startswith("z_encoder.encoder.linears.0."):

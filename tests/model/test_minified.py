@@ -7,6 +7,8 @@ needs counts with a clear message.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -74,16 +76,22 @@ def test_a_minified_model_answers_as_the_full_one(layer):
     np.testing.assert_allclose(minified["scale"], full["scale"], rtol=1e-5, atol=1e-7)
 
 
+def minified_round_trip(model: BaseMinifiedModeModelClass, directory) -> Any:
+    """Minify ``model``, save it with its data, and load it: minified, without counts."""
+    model.minify_adata()
+    model.save(directory, save_anndata=True)
+    loaded = type(model).load(directory, accelerator="cpu")
+    assert loaded.minified_data_type == ADATA_MINIFY_TYPE.LATENT_POSTERIOR
+    assert loaded.module.minified_data_type == ADATA_MINIFY_TYPE.LATENT_POSTERIOR
+    assert loaded.adata.X.nnz == 0
+    return loaded
+
+
 def test_minified_models_save_and_load_as_such(tmp_path):
     model = _trained()
     latent = model.get_latent_representation()
     full_adata = model.adata.copy()
-    model.minify_adata()
-    model.save(tmp_path / "minified", save_anndata=True)
-    loaded = SCVI.load(tmp_path / "minified", accelerator="cpu")
-    assert loaded.minified_data_type == ADATA_MINIFY_TYPE.LATENT_POSTERIOR
-    assert loaded.module.minified_data_type == ADATA_MINIFY_TYPE.LATENT_POSTERIOR
-    assert loaded.adata.X.nnz == 0
+    loaded = minified_round_trip(model, tmp_path / "minified")
     np.testing.assert_array_equal(loaded.get_latent_representation(), latent)
     # With the minified data given explicitly, and with full data: the model follows them.
     again = SCVI.load(tmp_path / "minified", adata=model.adata.copy(), accelerator="cpu")
@@ -99,6 +107,8 @@ def test_what_needs_counts_is_refused():
     for query in ("get_elbo", "get_reconstruction_error", "get_marginal_ll"):
         with pytest.raises(ValueError, match=f"VAEMixin.{query} function currently does not"):
             getattr(model, query)()
+    with pytest.raises(ValueError, match="RNASeqMixin.get_latent_library_size function"):
+        model.get_latent_library_size(give_mean=False)
     with pytest.raises(ValueError, match="VAE.loss function currently does not support"):
         model.train(max_epochs=1, **TRAIN_KW)
 

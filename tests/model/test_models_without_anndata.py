@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import cellvi
-from cellvi.dataloaders import DataSplitter
-from cellvi.model import SCVI
+from cellvi.dataloaders import AnnDataLoader, DataSplitter, SemiSupervisedDataSplitter
+from cellvi.model import SCANVI, SCVI
 
 from ._model_helpers import TRAIN_KW
 
@@ -79,3 +79,45 @@ def test_default_train_size_moves_a_lone_cell_to_validation_but_a_chosen_one_ref
         model.train(max_epochs=1, **TRAIN_KW)
     assert model.train_indices.size == 128 and model.validation_indices.size == 15
     assert np.intersect1d(model.train_indices, model.validation_indices).size == 0
+
+
+def test_a_scanvi_from_a_registry_has_the_classifier_of_the_adata_model():
+    adata = cellvi.data.synthetic_iid(n_batches=2, seed=0)
+    SCANVI.setup_anndata(adata, "labels", "label_0", batch_key="batch")
+    manager = SCANVI._get_most_recent_anndata_manager(adata)
+    reference = SCANVI(adata, n_latent=4)
+    from_registry = SCANVI(registry=reference.registry, n_latent=4)
+    assert from_registry.n_labels == reference.n_labels == 2
+    assert from_registry.labels_ is None and from_registry._labeled_indices.size == 0
+    assert list(from_registry._label_mapping) == list(reference._label_mapping)
+    shapes = {name: tensor.shape for name, tensor in reference.module.state_dict().items()}
+    assert {n: t.shape for n, t in from_registry.module.state_dict().items()} == shapes
+    assert "registry" not in from_registry.init_params_["non_kwargs"]
+    with pytest.raises(AttributeError, match="datamodule"):
+        from_registry.train(max_epochs=1, **TRAIN_KW)
+    from_registry.train(max_epochs=1, datamodule=SemiSupervisedDataSplitter(manager), **TRAIN_KW)
+    assert "train_classification_loss" in from_registry.history_
+    # Without an AnnData of its own, it answers on minibatches of the registered data.
+    predicted = from_registry.predict(dataloader=AnnDataLoader(manager, batch_size=100))
+    assert len(predicted) == adata.n_obs and set(predicted) <= {"label_1", "label_2"}
+    with pytest.raises(ValueError, match="needs adata, or the registry of a SCANVI setup"):
+        SCANVI()
+    scvi_adata, _ = _setup()
+    with pytest.raises(ValueError, match="registry must come from SCANVI.setup_anndata"):
+        SCANVI(registry=SCVI(scvi_adata).registry)
+
+
+def test_from_scvi_model_without_adata_takes_a_scanvi_registry():
+    adata, _ = _setup(n_batches=2)
+    scvi_model = SCVI(registry=SCVI(adata).registry, n_latent=4)
+    labeled = cellvi.data.synthetic_iid(n_batches=2, seed=0)
+    SCANVI.setup_anndata(labeled, "labels", "label_0", batch_key="batch")
+    registry = SCANVI._get_most_recent_anndata_manager(labeled).registry
+    with pytest.warns(UserWarning, match="hasn't been trained"):
+        with pytest.raises(ValueError, match="has no AnnData: pass adata, or the registry"):
+            SCANVI.from_scvi_model(scvi_model, "label_0")
+    with pytest.warns(UserWarning, match="hasn't been trained"):
+        scanvi = SCANVI.from_scvi_model(scvi_model, "label_0", registry=registry)
+    assert scanvi.was_pretrained and scanvi.n_labels == 2
+    weight = "z_encoder.encoder.linears.0.weight"
+    assert torch.equal(scanvi.module.state_dict()[weight], scvi_model.module.state_dict()[weight])

@@ -87,15 +87,17 @@ class ConcatDataLoader:
         self.sampler = _SubsetEpochs(self) if distributed else None
         self.dataloaders = [self._make_loader(indices) for indices in indices_list]
 
-    def _make_loader(self, indices: npt.ArrayLike) -> AnnDataLoader | ResidentLoader:
-        """A loader over one subset, with this loader's options."""
+    def _make_loader(
+        self, indices: npt.ArrayLike, drop_last: bool | None = None
+    ) -> AnnDataLoader | ResidentLoader:
+        """A loader over one subset, with this loader's options (``drop_last`` may differ)."""
         n_cells = self.adata_manager.adata.n_obs
         loader = build_loader(
             self.adata_manager,
             as_cell_indices(indices, n_cells),
             self._batch_size,
             self._shuffle,
-            self._drop_last,
+            self._drop_last if drop_last is None else drop_last,
             resident=self.resident,
             distributed=self._distributed,
             data_and_attributes=self.data_and_attributes,

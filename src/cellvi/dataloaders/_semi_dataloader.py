@@ -12,10 +12,12 @@ import torch
 from cellvi._checks import check_positive_int
 from cellvi.data import AnnDataManager
 from cellvi.data._indices import as_cell_indices
+from cellvi.dataloaders._ann_dataloader import AnnDataLoader
 from cellvi.dataloaders._concat_dataloader import Batch, ConcatDataLoader
 from cellvi.dataloaders._generator import order_generator
 from cellvi.dataloaders._labels import label_codes
 from cellvi.dataloaders._resident import ResidentTensors
+from cellvi.dataloaders._resident_loader import ResidentLoader
 
 
 class SemiSupervisedDataLoader(ConcatDataLoader):
@@ -26,6 +28,11 @@ class SemiSupervisedDataLoader(ConcatDataLoader):
     ``n_samples_per_label`` cells per label. A shuffled loader draws a new subsample at each
     epoch (``resample_labels`` draws one at once, e.g. from a callback; the next epoch then
     keeps it), reproducibly under ``cellvi.settings.seed``.
+
+    A shuffled (training) loader leaves out a last labeled minibatch of a single cell, as
+    batch normalisation cannot train on one (scvi-tools fails there); the shuffle leaves out
+    another cell each epoch. The labeled minibatches only ride beside those of all cells,
+    which keep every cell (``drop_last`` aside).
 
     Parameters
     ----------
@@ -70,7 +77,7 @@ class SemiSupervisedDataLoader(ConcatDataLoader):
         self._generator = order_generator()
         super().__init__(
             adata_manager,
-            [self.indices, self.subsample_labels()],
+            [self.indices],
             shuffle=shuffle,
             batch_size=batch_size,
             data_and_attributes=data_and_attributes,
@@ -78,6 +85,7 @@ class SemiSupervisedDataLoader(ConcatDataLoader):
             resident=resident,
             **data_loader_kwargs,
         )
+        self.dataloaders.append(self._labeled_loader(self.subsample_labels()))
         self._subsample_is_fresh = True
 
     def subsample_labels(self) -> np.ndarray:
@@ -95,8 +103,20 @@ class SemiSupervisedDataLoader(ConcatDataLoader):
 
     def resample_labels(self) -> None:
         """Draw a new subsample of labeled cells, served from the next pass on."""
-        self.dataloaders[1] = self._make_loader(self.subsample_labels())
+        self.dataloaders[1] = self._labeled_loader(self.subsample_labels())
         self._subsample_is_fresh = True
+
+    def _labeled_loader(self, labeled: np.ndarray) -> AnnDataLoader | ResidentLoader:
+        """The loader of the labeled cells, without a lone last cell when shuffled.
+
+        Fewer labeled cells than a minibatch keep them all, even with ``drop_last``: an empty
+        labeled stream would leave the epoch without a step.
+        """
+        fills_a_minibatch = labeled.size >= self._batch_size
+        lone_tail = self._shuffle and labeled.size % self._batch_size == 1
+        return self._make_loader(
+            labeled, drop_last=fills_a_minibatch and (self._drop_last or lone_tail)
+        )
 
     def __iter__(self) -> Iterator[tuple[Batch, ...]]:
         if self._shuffle and self.n_samples_per_label is not None and not self._subsample_is_fresh:

@@ -13,6 +13,7 @@ from cellvi.dataloaders._data_splitter import DataSplitter, Loader, Splits
 from cellvi.dataloaders._external_indexing import validate_external_indexing
 from cellvi.dataloaders._labels import labeled_cells
 from cellvi.dataloaders._semi_dataloader import SemiSupervisedDataLoader
+from cellvi.dataloaders._split_sizes import fit_last_minibatch
 
 
 class SemiSupervisedDataSplitter(DataSplitter):
@@ -21,7 +22,13 @@ class SemiSupervisedDataSplitter(DataSplitter):
     The labeled cells (label other than the registered unlabeled category) and the unlabeled
     ones are each split by :class:`DataSplitter`'s rules (sizes, order, seed); each split
     is then its labeled cells followed by its unlabeled ones. With ``external_indexing`` the
-    given splits are kept, their labeled cells first (each part in ascending order). When
+    given splits are kept, their labeled cells first (each part in ascending order).
+
+    The default ``train_size`` moves a group's last one or two training cells to validation,
+    group by group, so both libraries split the same cells. The model trains on minibatches
+    of the whole training split, so that split's last minibatch is what must not hold a
+    single cell (refused, as by :class:`DataSplitter`); the labeled minibatches beside them
+    leave out a lone last cell themselves (:class:`SemiSupervisedDataLoader`). When
     some cell is labeled, every loader is a :class:`SemiSupervisedDataLoader` (a tuple of a
     minibatch of the split and one of its labeled cells at each step), on the host or the
     device-resident path; else the loaders are :class:`DataSplitter`'s.
@@ -77,16 +84,31 @@ class SemiSupervisedDataSplitter(DataSplitter):
         if self.external_indexing is not None:
             given = validate_external_indexing(self.external_indexing, n_cells)
             parts = [tuple(np.intersect1d(split, group) for split in given) for group in groups]
-            for train, val, _ in parts:
-                self._fit_last_minibatch(train.size, val.size, move_to_validation=False)
         else:
             # Without any cell, the labeled group's draw raises the usual empty-split error.
             parts = [self._draw(group) for group in groups if group.size] or [
                 self._draw(groups[0])
             ]
-        return tuple(
+        splits = tuple(
             np.concatenate([part[split] for part in parts]).astype(np.int64) for split in range(3)
         )
+        _, _, self.drop_last = fit_last_minibatch(
+            splits[0].size,
+            splits[1].size,
+            self.batch_size,
+            self.drop_last,
+            move_to_validation=False,
+        )
+        return splits
+
+    def _fit_last_minibatch(
+        self, n_train: int, n_val: int, move_to_validation: bool
+    ) -> tuple[int, int]:
+        # A group's cells are not a minibatch stream of their own: only the default size's
+        # moves apply per group; the whole training split is checked in _split.
+        if not move_to_validation:
+            return n_train, n_val
+        return super()._fit_last_minibatch(n_train, n_val, move_to_validation)
 
     def _loader(
         self, indices: np.ndarray, shuffle: bool, drop_last: bool

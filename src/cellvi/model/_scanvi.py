@@ -15,15 +15,17 @@ import torch
 from anndata import AnnData
 
 from cellvi.data import REGISTRY_KEYS
+from cellvi.data._constants import ADATA_MINIFY_TYPE
+from cellvi.data._utils import _get_adata_minify_type, _is_minified
 from cellvi.data.fields import (
     LabelsWithUnlabeledObsField,
 )
 from cellvi.dataloaders import SemiSupervisedDataSplitter
 from cellvi.dataloaders._labels import label_codes
-from cellvi.model._library_prior import library_size_prior
+from cellvi.model._module_sizes import registry_module_sizes
 from cellvi.model.base import (
     ArchesMixin,
-    BaseModelClass,
+    BaseMinifiedModeModelClass,
     EmbeddingMixin,
     RNASeqMixin,
     TrainingMixin,
@@ -43,7 +45,14 @@ if TYPE_CHECKING:
 Minibatches = Iterable[dict[str, torch.Tensor]]
 
 
-class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, BaseModelClass):
+class SCANVI(
+    EmbeddingMixin,
+    RNASeqMixin,
+    VAEMixin,
+    ArchesMixin,
+    TrainingMixin,
+    BaseMinifiedModeModelClass,
+):
     """single-cell ANnotation using Variational Inference (Xu et al. 2021).
 
     scVI with cell labels: cells whose label is ``unlabeled_category`` are unlabeled, the
@@ -55,6 +64,9 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
     ----------
     adata
         AnnData registered with ``SCANVI.setup_anndata``.
+    registry
+        Instead of ``adata``: the registry of a SCANVI setup (``model.registry`` of another
+        model) to size the module from; such a model trains on ``train(datamodule=...)``.
     n_hidden, n_latent, n_layers, dropout_rate, dispersion, gene_likelihood
         See :class:`~cellvi.module.SCANVAE` (``dispersion="gene-label"`` is not supported).
     use_observed_lib_size
@@ -97,7 +109,8 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
 
     def __init__(
         self,
-        adata: AnnData,
+        adata: AnnData | None = None,
+        registry: dict[str, Any] | None = None,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -114,41 +127,28 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
                 "cellvi builds SCANVI on a registered AnnData; a datamodule in its place is not "
                 "supported (train(datamodule=...) can still feed the training minibatches)."
             )
-        super().__init__(adata)
+        if adata is None and registry is None:
+            raise ValueError(
+                "SCANVI needs adata, or the registry of a SCANVI setup (registry=...): its "
+                "labels size the classifier."
+            )
+        super().__init__(adata, registry)
         self._set_indices_and_labels()
         if self.n_labels < 1:
             raise ValueError(
                 f"Every registered label is the unlabeled category {self.unlabeled_category_!r}"
                 ": SCANVI has no label to learn. Give some cells a label, or use SCVI."
             )
-        stats = self.summary_stats
-        registry_keys = self.adata_manager.data_registry
-        n_cats_per_cov = (
-            self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)["n_cats_per_key"]
-            if REGISTRY_KEYS.CAT_COVS_KEY in registry_keys
-            else None
-        )
-        n_batch = stats.get("n_batch", 0)
-        use_size_factor_key = REGISTRY_KEYS.SIZE_FACTOR_KEY in registry_keys
-        library_log_means = library_log_vars = None
-        if not use_size_factor_key and not use_observed_lib_size:
-            library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
         self.module = self._module_cls(
-            n_input=stats["n_vars"],
-            n_batch=n_batch,
+            **registry_module_sizes(self, use_observed_lib_size),
             n_labels=self.n_labels,
-            n_continuous_cov=stats.get("n_extra_continuous_covs", 0),
-            n_cats_per_cov=n_cats_per_cov,
             n_hidden=n_hidden,
             n_latent=n_latent,
             n_layers=n_layers,
             dropout_rate=dropout_rate,
             dispersion=dispersion,
             gene_likelihood=gene_likelihood,
-            use_size_factor_key=use_size_factor_key,
             use_observed_lib_size=use_observed_lib_size,
-            library_log_means=library_log_means,
-            library_log_vars=library_log_vars,
             linear_classifier=linear_classifier,
             **model_kwargs,
         )
@@ -164,19 +164,33 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         self.init_params_ = self._get_init_params(locals())
 
     def _set_indices_and_labels(self) -> None:
-        """Read the labels: which cells are labeled, and the label of each code."""
-        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        """Read the labels: which cells are labeled, and the label of each code.
+
+        A model built from a registry alone knows the labels but no cells (``labels_`` is
+        None and no index is labeled).
+        """
+        state = self.registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
+        if "unlabeled_category" not in state:
+            raise ValueError(
+                "SCANVI needs labels registered with an unlabeled category: the registry "
+                "must come from SCANVI.setup_anndata."
+            )
         self.original_label_key = state["original_key"]
         self.unlabeled_category_ = state["unlabeled_category"]
-        codes, unlabeled_code = label_codes(self.adata_manager)
         self._label_mapping = np.asarray(state["categorical_mapping"], dtype=object)
         self._code_to_label = dict(enumerate(self._label_mapping))
+        # The unlabeled category is registered last, after the labels the classifier predicts.
+        mapping = [str(category) for category in self._label_mapping]
+        self.n_labels = len(mapping) - (str(self.unlabeled_category_) in mapping)
+        self.labels_ = None
+        self._unlabeled_indices = self._labeled_indices = np.empty(0, dtype=np.int64)
+        if self._adata_manager is None:
+            return
+        codes, unlabeled_code = label_codes(self.adata_manager)
         self.labels_ = self._label_mapping[codes]
         unlabeled = codes == unlabeled_code
         self._unlabeled_indices = np.flatnonzero(unlabeled)
         self._labeled_indices = np.flatnonzero(~unlabeled)
-        # The unlabeled category is registered last, after the labels the classifier predicts.
-        self.n_labels = len(self._label_mapping) - (unlabeled_code is not None)
 
     # Setup ---------------------------------------------------------------------------------
 
@@ -191,6 +205,7 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         size_factor_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
+        use_minified: bool = True,
         **kwargs: Any,
     ) -> None:
         """Register ``adata`` for SCANVI.
@@ -212,6 +227,9 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         categorical_covariate_keys, continuous_covariate_keys
             obs columns of further covariates the decoder (and encoder, with
             ``encode_covariates``) conditions on.
+        use_minified
+            Register a minified AnnData as such (its stored posterior); False registers it
+            as plain data.
         **kwargs
             Passed to ``AnnDataManager.register_fields`` (e.g. ``source_registry``).
         """
@@ -231,6 +249,8 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
             categorical_covariate_keys,
             continuous_covariate_keys,
         )
+        if use_minified and (minify_type := _get_adata_minify_type(adata)) is not None:
+            fields += cls._get_fields_for_adata_minification(minify_type)
         cls._register_fields(adata, fields, setup_method_args, **kwargs)
 
     @classmethod
@@ -240,13 +260,15 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         unlabeled_category: str | int | float,
         labels_key: str | None = None,
         adata: AnnData | None = None,
+        registry: dict[str, Any] | None = None,
         **scanvi_kwargs: Any,
     ) -> SCANVI:
         """A SCANVI model that starts from the weights of a trained SCVI model.
 
         The SCANVI model has the scVI model's architecture (its init parameters) and setup,
         with labels; every scVI weight is copied, and the classifier and the label hierarchy
-        start fresh.
+        start fresh. SCANVI trains on counts: a scVI model minified without them, or
+        minified ``adata``, is refused.
 
         Parameters
         ----------
@@ -260,6 +282,9 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         adata
             AnnData to build on, registered like the scVI model's (validated against it);
             None uses the scVI model's AnnData.
+        registry
+            For an scVI model without AnnData (built from a registry): the registry of a
+            SCANVI setup to build the SCANVI model from.
         **scanvi_kwargs
             Further SCANVI arguments; those the scVI model already fixed are ignored, with a
             warning.
@@ -277,19 +302,25 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
                 stacklevel=2,
             )
             del scanvi_kwargs[name]
-        setup_args = copy.deepcopy(scvi_model.adata_manager.registry["setup_args"])
-        if setup_args.get("labels_key") is None:
-            if labels_key is None:
+        # Training continues from the scVI model on counts, which minified data lack.
+        if scvi_model.minified_data_type == ADATA_MINIFY_TYPE.LATENT_POSTERIOR:
+            raise ValueError(
+                "We cannot use the given scVI model to initialize scANVI because it has "
+                "minified adata. Keep counts when minifying model using "
+                "minified_data_type='latent_posterior_parameters_with_counts'."
+            )
+        if adata is not None and _is_minified(adata):
+            raise ValueError("Please provide a non-minified `adata` to initialize scANVI.")
+        if adata is None and scvi_model._adata is None:
+            if registry is None:
                 raise ValueError(
-                    "A labels_key is necessary as the scVI model was set up without one."
+                    "The scVI model has no AnnData: pass adata, or the registry of a SCANVI "
+                    "setup (registry=...)."
                 )
-            setup_args["labels_key"] = labels_key
-        if adata is None:
-            adata = scvi_model.adata
+            scanvi_model = cls(registry=registry, **scvi_kwargs, **scanvi_kwargs)
         else:
-            adata = scvi_model._validate_anndata(adata)
-        cls.setup_anndata(adata, unlabeled_category=unlabeled_category, **setup_args)
-        scanvi_model = cls(adata, **scvi_kwargs, **scanvi_kwargs)
+            adata = cls._set_up_like(scvi_model, adata, unlabeled_category, labels_key)
+            scanvi_model = cls(adata, **scvi_kwargs, **scanvi_kwargs)
         scanvi_model.module.to(scvi_model.device)
         loaded = scanvi_model.module.load_state_dict(scvi_model.module.state_dict(), strict=False)
         if loaded.unexpected_keys:
@@ -299,6 +330,28 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
             )
         scanvi_model.was_pretrained = True
         return scanvi_model
+
+    @classmethod
+    def _set_up_like(
+        cls,
+        scvi_model: SCVI,
+        adata: AnnData | None,
+        unlabeled_category: str | int | float,
+        labels_key: str | None,
+    ) -> AnnData:
+        """``adata`` (None: the scVI model's) set up for SCANVI as the scVI model's was."""
+        setup_args = copy.deepcopy(scvi_model.adata_manager.registry["setup_args"])
+        if setup_args.get("labels_key") is None:
+            if labels_key is None:
+                raise ValueError(
+                    "A labels_key is necessary as the scVI model was set up without one."
+                )
+            setup_args["labels_key"] = labels_key
+        adata = scvi_model.adata if adata is None else scvi_model._validate_anndata(adata)
+        cls.setup_anndata(
+            adata, unlabeled_category=unlabeled_category, use_minified=False, **setup_args
+        )
+        return adata
 
     # Training ------------------------------------------------------------------------------
 
@@ -372,7 +425,7 @@ class SCANVI(EmbeddingMixin, RNASeqMixin, VAEMixin, ArchesMixin, TrainingMixin, 
         if "n_classes" in plan_kwargs:
             raise ValueError("n_classes is the model's number of labels; do not pass it.")
         plan_kwargs = {"n_classes": self.n_labels, **plan_kwargs}
-        if max_epochs is None and datamodule is None:
+        if max_epochs is None and datamodule is None and self._adata is not None:
             max_epochs = default_max_epochs(self.adata.n_obs)
             if self.was_pretrained:
                 max_epochs = int(min(10, max(2, round(max_epochs / 3.0))))

@@ -12,7 +12,7 @@ from cellvi.data._utils import _get_adata_minify_type
 from cellvi.data.fields import (
     CategoricalObsField,
 )
-from cellvi.model._library_prior import library_size_prior
+from cellvi.model._module_sizes import registry_module_sizes
 from cellvi.model.base import (
     ArchesMixin,
     BaseMinifiedModeModelClass,
@@ -109,32 +109,9 @@ class SCVI(
 
     def _module_from_registry(self) -> VAE:
         """The VAE sized by the registry: genes, batches, labels and covariates."""
-        stats = self.summary_stats
-        fields = self.registry["field_registries"]
-        cat_covs = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
-        n_cats_per_cov = cat_covs.get("n_cats_per_key") or None
-        n_batch = stats.get("n_batch", 0)
-        use_size_factor_key = bool(
-            fields.get(REGISTRY_KEYS.SIZE_FACTOR_KEY, {}).get("data_registry")
-        )
-        library_log_means = library_log_vars = None
-        if not use_size_factor_key and not self._module_kwargs["use_observed_lib_size"]:
-            if self._adata_manager is None:
-                raise ValueError(
-                    "use_observed_lib_size=False estimates the library size prior from the "
-                    "counts, which a model built from a registry alone does not have; pass "
-                    "adata."
-                )
-            library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
         return self._module_cls(
-            n_input=stats["n_vars"],
-            n_batch=n_batch,
-            n_labels=stats.get("n_labels", 0),
-            n_continuous_cov=stats.get("n_extra_continuous_covs", 0),
-            n_cats_per_cov=None if n_cats_per_cov is None else list(n_cats_per_cov),
-            use_size_factor_key=use_size_factor_key,
-            library_log_means=library_log_means,
-            library_log_vars=library_log_vars,
+            **registry_module_sizes(self, self._module_kwargs["use_observed_lib_size"]),
+            n_labels=self.summary_stats.get("n_labels", 0),
             **self._module_kwargs,
         )
 

@@ -18,6 +18,7 @@ from cellvi.module._vae import VAE, _log_likelihood_sum
 from cellvi.module.base import LossOutput
 from cellvi.nn import Classifier, Decoder, Encoder
 from cellvi.nn._scvi_tools_weights import classifier_weights, encoder_weights, prefixed, take
+from cellvi.utils import unsupported_if_adata_minified
 
 Tensor = torch.Tensor
 # What SCANVAE's networks are shaped by when ``vae_kwargs`` leave it to the VAE's defaults.
@@ -158,21 +159,31 @@ class SCANVAE(VAE):
 
     def classify(
         self,
-        x: Tensor,
+        x: Tensor | None = None,
         batch_index: Tensor | None = None,
         cont_covs: Tensor | None = None,
         cat_covs: Tensor | None = None,
         use_posterior_mean: bool = True,
+        qzm: Tensor | None = None,
+        qzv: Tensor | None = None,
+        observed_lib_size: Tensor | None = None,
     ) -> Tensor:
         """The classifier's logits ``(n_cells, n_labels)`` for counts ``x``.
 
         The classifier reads ``z1`` as the encoder gives it (the same covariates as
         :meth:`inference`): the posterior mean with ``use_posterior_mean`` (transformed
         like a draw for ``latent_distribution="ln"``), else a draw. A classifier built with
-        ``logits=False`` returns probabilities instead.
+        ``logits=False`` returns probabilities instead. Minified data give the stored
+        posterior (``qzm``, ``qzv``, ``observed_lib_size``) instead of ``x``.
         """
         outputs = self.inference(
-            x, batch_index=batch_index, cont_covs=cont_covs, cat_covs=cat_covs
+            x,
+            batch_index=batch_index,
+            cont_covs=cont_covs,
+            cat_covs=cat_covs,
+            qzm=qzm,
+            qzv=qzv,
+            observed_lib_size=observed_lib_size,
         )
         if use_posterior_mean:
             z = outputs[MODULE_KEYS.QZ_KEY].loc
@@ -202,6 +213,7 @@ class SCANVAE(VAE):
 
     # Loss --------------------------------------------------------------------------------
 
+    @unsupported_if_adata_minified
     def loss(
         self,
         tensors: dict[str, Tensor],

@@ -89,7 +89,8 @@ class ArchesMixin:
             Freeze the batch-norm weights and running statistics of the encoders, of the
             decoder.
         freeze_classifier
-            Freeze the classifier (models that have one, e.g. SCANVI).
+            Freeze the classifier (models that have one, e.g. SCANVI), its batch-norm
+            running statistics included; False trains it whole.
         transfer_batch
             Allow query batches the reference does not have (False: refuse them).
 
@@ -450,7 +451,7 @@ def _set_params_online_update(
     holds, in every fully connected block and embedding (``frozen_categories`` lists the
     others); the first layer of the encoders (``freeze_expression=False``) and of the decoder
     (``freeze_decoder_first_layer=False``); batch-norm weights where not frozen. Frozen batch
-    norms keep their running statistics.
+    norms keep their running statistics, those of a frozen classifier too.
     """
     if unfrozen:
         return
@@ -478,8 +479,12 @@ def _set_params_online_update(
         elif isinstance(child, torch.nn.Dropout) and freeze_dropout:
             child.p = 0.0
         elif isinstance(child, torch.nn.BatchNorm1d):
-            frozen = (in_encoder and freeze_batchnorm_encoder) or (
-                in_decoder and freeze_batchnorm_decoder
+            # A frozen classifier keeps its statistics too (scvi-tools' update them), so
+            # that it labels the reference cells as before.
+            frozen = (
+                (in_encoder and freeze_batchnorm_encoder)
+                or (in_decoder and freeze_batchnorm_decoder)
+                or top == "classifier"
             )
             if frozen:
                 # A zero momentum keeps the running statistics as the reference left them.

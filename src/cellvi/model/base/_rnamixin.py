@@ -28,7 +28,7 @@ from cellvi.model.base._de_core import _de_core, scrna_raw_counts_properties
 from cellvi.model.base._differential_importance import importance_log_weights
 from cellvi.model.base._queries import posterior_query
 from cellvi.module._constants import MODULE_KEYS
-from cellvi.utils import dependencies
+from cellvi.utils import dependencies, unsupported_if_adata_minified
 
 Tensor = torch.Tensor
 Minibatches = Iterable[dict[str, Tensor]]
@@ -636,6 +636,7 @@ class RNASeqMixin:
             result.pop("dispersions", None)
         return result
 
+    @unsupported_if_adata_minified
     @posterior_query
     @torch.inference_mode()
     def get_latent_library_size(
