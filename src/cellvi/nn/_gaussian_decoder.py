@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -20,8 +21,11 @@ class Decoder(torch.nn.Module):
     ----------
     n_input, n_output
         Widths of the input and of the Gaussian.
-    n_cat_list, n_layers, n_hidden, use_batch_norm, use_layer_norm
-        As in :class:`~cellvi.nn.FCLayers`.
+    n_cat_list, n_layers, n_hidden
+        Categories of each categorical covariate, number and width of the hidden layers.
+    **fc_kwargs
+        Further keyword arguments of :class:`~cellvi.nn.FCLayers` (``use_batch_norm``,
+        ``use_layer_norm``, ...); its dropout is off.
     """
 
     def __init__(
@@ -31,8 +35,7 @@ class Decoder(torch.nn.Module):
         n_cat_list: Sequence[int] | None = None,
         n_layers: int = 1,
         n_hidden: int = 128,
-        use_batch_norm: bool = True,
-        use_layer_norm: bool = False,
+        **fc_kwargs: Any,
     ) -> None:
         super().__init__()
         self.decoder = FCLayers(
@@ -42,8 +45,7 @@ class Decoder(torch.nn.Module):
             n_layers=n_layers,
             n_hidden=n_hidden,
             dropout_rate=0.0,
-            use_batch_norm=use_batch_norm,
-            use_layer_norm=use_layer_norm,
+            **fc_kwargs,
         )
         self.mean_decoder = torch.nn.Linear(n_hidden, n_output)
         self.var_decoder = torch.nn.Linear(n_hidden, n_output)
