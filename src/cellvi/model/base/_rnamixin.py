@@ -32,9 +32,11 @@ from cellvi.utils import dependencies
 
 Tensor = torch.Tensor
 Minibatches = Iterable[dict[str, Tensor]]
-# Decoded entries (rows x genes x transform batches) one decoding step may hold at once: about
-# 64 MB of float32, so a tiny group asked for thousands of draws still decodes in pieces.
-_DECODE_BUDGET = 1 << 24
+# Decoded entries (rows x genes x transform batches) one decoding step may hold at once: 4 MB
+# of float32, so that pieces stay in cache and the allocator reuses their memory instead of
+# mapping (and faulting in) fresh pages for each; a small group asked for thousands of draws
+# decodes in several pieces.
+_DECODE_BUDGET = 1 << 20
 _IMPORTANCE_KEYS = ("max_cells", "truncation", "n_mc_samples", "n_mc_samples_per_pass")
 
 
@@ -75,12 +77,16 @@ class RNASeqMixin:
     ) -> Tensor:
         """Normalized expression (``key="scale"``) or mean counts, averaged over ``batches``."""
         generative_inputs = self.module._get_generative_input(tensors, inference_outputs)
+        # A module that can decode the expression alone skips the likelihood's other heads.
+        decode_expression = getattr(self.module, "decode_expression", None)
         total = None
         for batch in batches:
-            outputs = self.module.generative(
-                **generative_inputs, **self._get_transform_batch_gen_kwargs(batch)
-            )
-            values = normalized(outputs[MODULE_KEYS.PX_KEY], key, tensors, self.module)
+            batch_kwargs = self._get_transform_batch_gen_kwargs(batch)
+            if decode_expression is not None:
+                values = decode_expression(**generative_inputs, **batch_kwargs, key=key)
+            else:
+                outputs = self.module.generative(**generative_inputs, **batch_kwargs)
+                values = normalized(outputs[MODULE_KEYS.PX_KEY], key, tensors, self.module)
             if genes is not None:
                 values = values.index_select(-1, genes)
             total = values if total is None else total + values
