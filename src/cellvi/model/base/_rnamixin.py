@@ -24,6 +24,7 @@ from torch.distributions import Gamma, Normal, Poisson
 
 from cellvi._constants import REGISTRY_KEYS
 from cellvi.data._indices import as_cell_indices
+from cellvi.dataloaders import AnnDataLoader
 from cellvi.model.base._de_core import _de_core, scrna_raw_counts_properties
 from cellvi.model.base._differential_importance import importance_log_weights
 from cellvi.model.base._queries import posterior_query
@@ -64,6 +65,23 @@ class RNASeqMixin:
         """Codes of the batches in ``transform_batch`` (None: each cell's own batch)."""
         manager = self.get_anndata_manager(adata, required=True)
         return batch_codes(manager, transform_batch)
+
+    def _validated_loader(
+        self,
+        adata: AnnData,
+        cells: np.ndarray,
+        batch_size: int | None,
+        data_loader_kwargs: dict[str, Any],
+    ) -> AnnDataLoader:
+        """A loader over ``cells`` of an AnnData the query has already validated.
+
+        ``_make_data_loader`` would validate the registration again, which costs as much as
+        sampling a small group.
+        """
+        manager = self.get_anndata_manager(adata, required=True)
+        return AnnDataLoader(
+            manager, indices=cells, batch_size=batch_size, shuffle=False, **data_loader_kwargs
+        )
 
     # Decoding ------------------------------------------------------------------------------
 
@@ -122,9 +140,7 @@ class RNASeqMixin:
             else None
         )
         rows_per_piece = max(1, _DECODE_BUDGET // max(1, n_genes * len(batches)))
-        loader = self._make_data_loader(
-            adata=adata, indices=unique, batch_size=batch_size, **data_loader_kwargs
-        )
+        loader = self._validated_loader(adata, unique, batch_size, data_loader_kwargs)
         written, first_cell = 0, 0
         for tensors in _progress(loader, silent, "Sampling"):
             n_cells = _n_cells(tensors)
@@ -276,14 +292,7 @@ class RNASeqMixin:
         with ``n_samples > 1`` and ``return_mean=False``, or ``(n_samples_overall, n_genes)``.
         """
         _check_count("n_samples", n_samples)
-        if weights not in (None, "uniform", "importance"):
-            raise ValueError(f"weights must be 'uniform' or 'importance', got {weights!r}.")
-        unknown = set(importance_weighting_kwargs) - set(_IMPORTANCE_KEYS)
-        if unknown:
-            raise TypeError(
-                f"Unknown arguments {sorted(unknown)}; importance weighting takes "
-                f"{list(_IMPORTANCE_KEYS)}."
-            )
+        _check_weights(weights, importance_weighting_kwargs)
         key, scaling = ("mu", 1.0) if library_size == "latent" else ("scale", library_size)
         if dataloader is not None:
             if n_samples_overall is not None:
@@ -306,36 +315,22 @@ class RNASeqMixin:
         loader_kwargs = data_loader_kwargs or {}
 
         if n_samples_overall is not None:
-            _check_count("n_samples_overall", n_samples_overall)
             if n_samples != 1:
                 raise ValueError("Give n_samples or n_samples_overall, not both.")
-            if len(cells) == 0:
-                raise ValueError("No cells to draw from: indices selects none.")
-            importance = None
-            if weights == "importance":
-                if len(batches) > 1:
-                    raise NotImplementedError(
-                        "Importance weights cannot be computed when expression is averaged "
-                        "over several batches."
-                    )
-                importance = dict(importance_weighting_kwargs)
-            chosen = cells[np.random.randint(len(cells), size=n_samples_overall)]
-            rows, log_weights = self._expression_rows(
+            rows = self._aggregate_posterior_draws(
                 adata,
-                chosen,
+                cells,
                 batches,
-                key,
-                genes,
-                len(gene_names),
-                batch_size,
-                importance,
-                silent,
-                loader_kwargs,
+                n_samples_overall,
+                key=key,
+                genes=genes,
+                n_genes=len(gene_names),
+                batch_size=batch_size,
+                weights=weights,
+                silent=silent,
+                data_loader_kwargs=loader_kwargs,
+                **importance_weighting_kwargs,
             )
-            if log_weights is not None:
-                probabilities = np.exp(log_weights - log_weights.max())
-                probabilities /= probabilities.sum()
-                rows = rows[np.random.choice(len(rows), size=len(rows), p=probabilities)]
             if scaling != 1:
                 rows *= scaling
             if return_numpy is False:
@@ -351,9 +346,7 @@ class RNASeqMixin:
                     stacklevel=3,
                 )
             return_numpy = True
-        loader = self._make_data_loader(
-            adata=adata, indices=cells, batch_size=batch_size, **loader_kwargs
-        )
+        loader = self._validated_loader(adata, cells, batch_size, loader_kwargs)
         values = self._expression_per_cell(
             loader,
             len(cells),
@@ -370,6 +363,74 @@ class RNASeqMixin:
         if return_numpy:
             return values
         return pd.DataFrame(values, columns=gene_names, index=adata.obs_names[cells])
+
+    @torch.inference_mode()
+    def _aggregate_posterior_draws(
+        self,
+        adata: AnnData,
+        cells: np.ndarray,
+        batches: Sequence[int | None],
+        n_samples_overall: int,
+        key: Literal["scale", "mu"] = "scale",
+        genes: Tensor | None = None,
+        n_genes: int | None = None,
+        batch_size: int | None = None,
+        weights: Literal["uniform", "importance"] | None = None,
+        silent: bool = True,
+        data_loader_kwargs: dict[str, Any] | None = None,
+        **importance_weighting_kwargs: Any,
+    ) -> np.ndarray:
+        """``n_samples_overall`` draws of expression, each from a cell of ``cells`` taken at
+        random: a sample of the cells' aggregate posterior, ``(n_samples_overall, n_genes)``.
+
+        ``adata`` must already be validated (differential expression calls this once per
+        population, after validating once). With ``weights="importance"`` the draws are
+        resampled by their importance weights.
+        """
+        _check_count("n_samples_overall", n_samples_overall)
+        if len(cells) == 0:
+            raise ValueError("No cells to draw from: indices selects none.")
+        importance = None
+        if weights == "importance":
+            if len(batches) > 1:
+                raise NotImplementedError(
+                    "Importance weights cannot be computed when expression is averaged "
+                    "over several batches."
+                )
+            importance = dict(importance_weighting_kwargs)
+        chosen = cells[np.random.randint(len(cells), size=n_samples_overall)]
+        rows, log_weights = self._expression_rows(
+            adata,
+            chosen,
+            batches,
+            key,
+            genes,
+            adata.n_vars if n_genes is None else n_genes,
+            batch_size,
+            importance,
+            silent,
+            data_loader_kwargs or {},
+        )
+        if log_weights is not None:
+            probabilities = np.exp(log_weights - log_weights.max())
+            probabilities /= probabilities.sum()
+            rows = rows[np.random.choice(len(rows), size=len(rows), p=probabilities)]
+        return rows
+
+    def _population_draws(
+        self,
+        adata: AnnData,
+        indices: np.ndarray,
+        transform_batch: Any,
+        n_samples_overall: int,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """The ``model_fn`` of differential expression: aggregate posterior draws of a
+        population's normalized expression, decoded in ``transform_batch`` (None: own)."""
+        batches = self._batch_codes(adata, transform_batch)
+        return self._aggregate_posterior_draws(
+            adata, np.asarray(indices), batches, n_samples_overall, **kwargs
+        )
 
     def _expression_per_cell(
         self,
@@ -680,6 +741,7 @@ class RNASeqMixin:
 
     # Differential expression -----------------------------------------------------------------
 
+    @posterior_query(untrained="warn")
     def differential_expression(
         self,
         adata: AnnData | None = None,
@@ -760,13 +822,13 @@ class RNASeqMixin:
         ``bayes_factor`` (vanilla), with scvi-tools' columns.
         """
         adata = self._validate_anndata(adata)
+        importance_weighting_kwargs = importance_weighting_kwargs or {}
+        _check_weights(weights, importance_weighting_kwargs)
         model_fn = partial(
-            self.get_normalized_expression,
-            return_numpy=True,
-            n_samples=1,
+            self._population_draws,
             batch_size=batch_size,
             weights=weights,
-            **(importance_weighting_kwargs or {}),
+            **importance_weighting_kwargs,
         )
         representation_fn = self.get_latent_representation if filter_outlier_cells else None
         return _de_core(
@@ -954,6 +1016,17 @@ def _progress(items: Iterable[Any], silent: bool, description: str) -> Iterator[
     from tqdm.auto import tqdm
 
     yield from tqdm(items, desc=description, leave=False)
+
+
+def _check_weights(weights: str | None, importance_weighting_kwargs: dict[str, Any]) -> None:
+    if weights not in (None, "uniform", "importance"):
+        raise ValueError(f"weights must be 'uniform' or 'importance', got {weights!r}.")
+    unknown = set(importance_weighting_kwargs) - set(_IMPORTANCE_KEYS)
+    if unknown:
+        raise TypeError(
+            f"Unknown arguments {sorted(unknown)}; importance weighting takes "
+            f"{list(_IMPORTANCE_KEYS)}."
+        )
 
 
 def _check_count(name: str, value: int) -> None:
