@@ -23,6 +23,7 @@ from anndata import AnnData
 from torch.distributions import Gamma, Normal, Poisson
 
 from cellvi._constants import REGISTRY_KEYS
+from cellvi._settings import settings
 from cellvi.data._indices import as_cell_indices
 from cellvi.dataloaders import AnnDataLoader
 from cellvi.model.base._de_core import _de_core, scrna_raw_counts_properties
@@ -76,9 +77,14 @@ class RNASeqMixin:
         """A loader over ``cells`` of an AnnData the query has already validated.
 
         ``_make_data_loader`` would validate the registration again, which costs as much as
-        sampling a small group.
+        sampling a small group. Without a ``batch_size``, a minibatch holds
+        ``cellvi.settings.batch_size`` cells, or more while its dense counts stay within
+        ``_DECODE_BUDGET`` entries: each minibatch costs a fixed overhead of loading and of
+        the module's Python, which dominates for small minibatches of few genes.
         """
         manager = self.get_anndata_manager(adata, required=True)
+        if batch_size is None:
+            batch_size = max(settings.batch_size, _DECODE_BUDGET // max(1, adata.n_vars))
         return AnnDataLoader(
             manager, indices=cells, batch_size=batch_size, shuffle=False, **data_loader_kwargs
         )
@@ -268,7 +274,8 @@ class RNASeqMixin:
             ``"uniform"`` (default) or ``"importance"``: with ``n_samples_overall``, resample
             the draws by importance weights towards the aggregate of the true posteriors.
         batch_size
-            Minibatch size (default ``cellvi.settings.batch_size``).
+            Minibatch size; None: ``cellvi.settings.batch_size`` cells, or more while the
+            dense counts of a minibatch stay within about 4 MB (a million entries).
         return_mean
             Average the ``n_samples`` draws of each cell.
         return_numpy
@@ -793,7 +800,8 @@ class RNASeqMixin:
             Smallest absolute log2 fold change that counts as differential (change mode);
             None estimates it from the fold changes of all genes.
         batch_size
-            Minibatch size of the posterior sampling.
+            Minibatch size of the posterior sampling (None: as in
+            :meth:`get_normalized_expression`).
         all_stats
             Add the raw count columns (``raw_mean1``, ``non_zeros_proportion1``,
             ``raw_normalized_mean1``, ...).
