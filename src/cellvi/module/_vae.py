@@ -474,25 +474,25 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
     @auto_move_data
     def decode_expression(
         self,
-        z: Tensor,
-        library: Tensor,
-        batch_index: Tensor | None = None,
-        cont_covs: Tensor | None = None,
-        cat_covs: Tensor | None = None,
-        size_factor: Tensor | None = None,
-        y: Tensor | None = None,
+        generative_inputs: dict[str, Tensor | None],
         transform_batch: int | None = None,
         key: Literal["scale", "mu"] = "scale",
     ) -> Tensor:
         """Normalized expression (``"scale"``) or mean counts (``"mu"``) of ``px``.
 
-        Takes ``generative``'s inputs (``y`` is not read) and returns what its ``px`` holds.
-        Expression queries read nothing else of the likelihood, so only the scale head is
-        decoded: no dispersion or zero-inflation head (for ZINB, half of the decoding) and no
-        priors.
+        Takes what ``_get_generative_input`` gives ``generative`` and returns what its ``px``
+        holds. Expression queries read nothing else of the likelihood, so only the scale head
+        is decoded: no dispersion or zero-inflation head (for ZINB, half of the decoding) and
+        no priors.
         """
         _, decoder_values, codes, library = self._decoder_inputs(
-            z, library, batch_index, cont_covs, cat_covs, size_factor, transform_batch
+            generative_inputs[MODULE_KEYS.Z_KEY],
+            generative_inputs[MODULE_KEYS.LIBRARY_KEY],
+            generative_inputs.get(MODULE_KEYS.BATCH_INDEX_KEY),
+            generative_inputs.get(MODULE_KEYS.CONT_COVS_KEY),
+            generative_inputs.get(MODULE_KEYS.CAT_COVS_KEY),
+            generative_inputs.get(MODULE_KEYS.SIZE_FACTOR_KEY),
+            transform_batch,
         )
         px_scale = self.decoder.scale(decoder_values, *codes)
         return px_scale if key == "scale" else torch.exp(library) * px_scale

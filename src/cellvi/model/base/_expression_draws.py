@@ -100,7 +100,7 @@ class ExpressionDrawsMixin:
         for batch in batches:
             batch_kwargs = self._get_transform_batch_gen_kwargs(batch)
             if decode_expression is not None:
-                values = decode_expression(**generative_inputs, **batch_kwargs, key=key)
+                values = decode_expression(generative_inputs, **batch_kwargs, key=key)
             else:
                 outputs = self.module.generative(**generative_inputs, **batch_kwargs)
                 values = normalized(outputs[MODULE_KEYS.PX_KEY], key, tensors, self.module)
