@@ -229,7 +229,7 @@ def scrna_raw_counts_properties(
         if var_idx is None and sp.issparse(part) and part.format == "csr":
             mean, nonzero, normalized = _csr_column_means(part)
         else:
-            mean, nonzero, normalized = _column_means(data, cells, part, var_idx)
+            mean, nonzero, normalized = _column_means(part, var_idx)
         properties[f"raw_mean{suffix}"] = mean
         properties[f"non_zeros_proportion{suffix}"] = nonzero
         properties[f"raw_normalized_mean{suffix}"] = normalized
@@ -261,7 +261,7 @@ def _csr_column_means(part: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _column_means(
-    data: Any, cells: np.ndarray, part: Any, var_idx: np.ndarray | None
+    part: Any, var_idx: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As :func:`_csr_column_means`, for dense or other sparse counts (and a subset of genes)."""
     with np.errstate(divide="ignore"):
