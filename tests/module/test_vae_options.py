@@ -130,6 +130,33 @@ def test_transform_batch_equals_recoding_every_cell(tensors) -> None:
     )
 
 
+@pytest.mark.parametrize("name", list(OPTIONS))
+@pytest.mark.parametrize("transform_batch", [None, 1])
+def test_decode_expression_is_what_px_holds(name: str, transform_batch, tensors) -> None:
+    """The expression-only decoding gives generative's px scale and mean, for every option."""
+    module = build(**OPTIONS[name])
+    module.eval()
+    torch.manual_seed(123)
+    with torch.no_grad():
+        inputs = module._get_generative_input(
+            tensors, module.inference(**module._get_inference_input(tensors))
+        )
+        px = module.generative(**inputs, transform_batch=transform_batch)["px"]
+        scale, mu = (
+            module.decode_expression(inputs, transform_batch=transform_batch, key=key)
+            for key in ("scale", "mu")
+        )
+    counts_model = isinstance(px, NegativeBinomial)  # ZINB too, a subclass
+    mean = px.mu if counts_model else px.mean  # a Poisson's rate, a normal's location
+    torch.testing.assert_close(mu, mean)
+    if counts_model:
+        torch.testing.assert_close(scale, px.scale)
+    elif module.use_size_factor_key:
+        torch.testing.assert_close(scale, mean / tensors[REGISTRY_KEYS.SIZE_FACTOR_KEY])
+    else:
+        torch.testing.assert_close(scale, mean / mean.sum(-1, keepdim=True))
+
+
 def test_gene_batch_dispersion_is_looked_up_by_batch(tensors) -> None:
     module = build(dispersion="gene-batch", gene_likelihood="nb")
     px = _decode(module, tensors)

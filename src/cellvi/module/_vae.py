@@ -16,7 +16,7 @@ from cellvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.module._options import check_choice, norm_flags
 from cellvi.module._tensors import dense_counts, latent_and_codes
-from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput
+from cellvi.module.base import BaseModuleClass, EmbeddingModuleMixin, LossOutput, auto_move_data
 from cellvi.nn import DecoderSCVI, Encoder
 from cellvi.nn._scvi_tools_weights import decoder_weights, encoder_weights, prefixed, take
 from cellvi.utils import unsupported_if_adata_minified
@@ -447,17 +447,9 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
         transform_batch
             Decode every cell as if it came from this batch (counterfactual expression).
         """
-        n_cells = z.shape[-2]
-        batch_index, columns = self._covariate_codes(batch_index, cat_covs, n_cells, z.device)
-        if transform_batch is not None:
-            batch_index = torch.full_like(batch_index, int(transform_batch))
-        if cont_covs is not None and z.dim() == 3:
-            cont_covs = cont_covs.expand(z.shape[0], *cont_covs.shape)
-        if self.use_size_factor_key:
-            if size_factor is None:
-                raise ValueError("use_size_factor_key=True but no size_factor was given.")
-            library = torch.log(size_factor)
-        decoder_values, codes = self._network_inputs(z, batch_index, columns, cont_covs)
+        batch_index, decoder_values, codes, library = self._decoder_inputs(
+            z, library, batch_index, cont_covs, cat_covs, size_factor, transform_batch
+        )
         px_scale, px_r, px_rate, px_dropout = self.decoder(
             self._decoder_dispersion, decoder_values, library, *codes
         )
@@ -476,6 +468,55 @@ class VAE(EmbeddingModuleMixin, BaseModuleClass):
                 self.library_log_means.T[prior_rows], self.library_log_vars.T[prior_rows].sqrt()
             )
         return {MODULE_KEYS.PX_KEY: px, MODULE_KEYS.PZ_KEY: pz, MODULE_KEYS.PL_KEY: pl}
+
+    @auto_move_data
+    def decode_expression(
+        self,
+        generative_inputs: dict[str, Tensor | None],
+        transform_batch: int | None = None,
+        key: Literal["scale", "mu"] = "scale",
+    ) -> Tensor:
+        """Normalized expression (``"scale"``) or mean counts (``"mu"``) of ``px``.
+
+        Takes what ``_get_generative_input`` gives ``generative`` and returns what its ``px``
+        holds. Expression queries read nothing else of the likelihood, so only the scale head
+        is decoded: no dispersion or zero-inflation head (for ZINB, half of the decoding) and
+        no priors.
+        """
+        _, decoder_values, codes, library = self._decoder_inputs(
+            generative_inputs[MODULE_KEYS.Z_KEY],
+            generative_inputs[MODULE_KEYS.LIBRARY_KEY],
+            generative_inputs.get(MODULE_KEYS.BATCH_INDEX_KEY),
+            generative_inputs.get(MODULE_KEYS.CONT_COVS_KEY),
+            generative_inputs.get(MODULE_KEYS.CAT_COVS_KEY),
+            generative_inputs.get(MODULE_KEYS.SIZE_FACTOR_KEY),
+            transform_batch,
+        )
+        px_scale = self.decoder.scale(decoder_values, *codes)
+        return px_scale if key == "scale" else torch.exp(library) * px_scale
+
+    def _decoder_inputs(
+        self,
+        z: Tensor,
+        library: Tensor,
+        batch_index: Tensor | None,
+        cont_covs: Tensor | None,
+        cat_covs: Tensor | None,
+        size_factor: Tensor | None,
+        transform_batch: int | None,
+    ) -> tuple[Tensor, Tensor, list[Tensor], Tensor]:
+        """Batch codes, decoder input, covariate codes and log library of a decoding."""
+        batch_index, columns = self._covariate_codes(batch_index, cat_covs, z.shape[-2], z.device)
+        if transform_batch is not None:
+            batch_index = torch.full_like(batch_index, int(transform_batch))
+        if cont_covs is not None and z.dim() == 3:
+            cont_covs = cont_covs.expand(z.shape[0], *cont_covs.shape)
+        if self.use_size_factor_key:
+            if size_factor is None:
+                raise ValueError("use_size_factor_key=True but no size_factor was given.")
+            library = torch.log(size_factor)
+        decoder_values, codes = self._network_inputs(z, batch_index, columns, cont_covs)
+        return batch_index, decoder_values, codes, library
 
     def _dispersion_table(self, batch_index: Tensor, y: Tensor | None) -> Tensor:
         if self.dispersion == "gene":

@@ -131,3 +131,9 @@ class DecoderSCVI(torch.nn.Module):
         px_rate = torch.exp(library) * px_scale
         px_r = self.px_r_decoder(px) if dispersion == "gene-cell" else None
         return px_scale, px_r, px_rate, px_dropout
+
+    def scale(
+        self, z: torch.Tensor, *cat_list: torch.Tensor | None, cont: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``px_scale`` of :meth:`forward` alone, without the other heads (same arguments)."""
+        return self.px_scale_decoder(self.px_decoder(z, *cat_list, cont=cont))

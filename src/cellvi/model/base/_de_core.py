@@ -221,23 +221,18 @@ def scrna_raw_counts_properties(
     1e4 per cell).
     """
     data = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-    totals = np.asarray(data.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore"):
-        scaling = _RAW_NORMALIZED_TOTAL / totals
     properties = {}
     for suffix, cells in (("1", idx1), ("2", idx2)):
+        cells = np.asarray(cells)
+        cells = np.flatnonzero(cells) if cells.dtype == bool else cells
         part = data[cells]
-        if var_idx is not None:
-            part = part[:, var_idx]
-        mean = np.asarray(part.mean(axis=0)).ravel()
-        nonzero = np.asarray((part != 0).mean(axis=0)).ravel()
-        if sp.issparse(part):
-            normalized = sp.diags(scaling[cells]) @ part
+        if var_idx is None and sp.issparse(part) and part.format == "csr":
+            mean, nonzero, normalized = _csr_column_means(part)
         else:
-            normalized = part * scaling[cells][:, None]
+            mean, nonzero, normalized = _column_means(part, var_idx)
         properties[f"raw_mean{suffix}"] = mean
         properties[f"non_zeros_proportion{suffix}"] = nonzero
-        properties[f"raw_normalized_mean{suffix}"] = np.asarray(normalized.mean(axis=0)).ravel()
+        properties[f"raw_normalized_mean{suffix}"] = normalized
     order = [
         "raw_mean1",
         "raw_mean2",
@@ -247,6 +242,39 @@ def scrna_raw_counts_properties(
         "raw_normalized_mean2",
     ]
     return {name: properties[name] for name in order}
+
+
+def _csr_column_means(part: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-gene mean, share of non-zeros and mean of the 1e4-scaled counts of CSR rows.
+
+    Both means come from one product of the transposed rows with two cell weights, the
+    share from the column of each stored non-zero: no boolean or scaled copy of the rows.
+    """
+    n_cells, n_genes = part.shape
+    with np.errstate(divide="ignore"):
+        scaling = _RAW_NORMALIZED_TOTAL / np.asarray(part.sum(axis=1)).ravel()
+    weights = np.stack([np.ones(n_cells), scaling], axis=1) / n_cells
+    means = np.asarray(part.T @ weights)
+    dtype = np.result_type(part.dtype, np.float32)
+    nonzero = np.bincount(part.indices[part.data != 0], minlength=n_genes) / n_cells
+    return means[:, 0].astype(dtype), nonzero, means[:, 1].astype(dtype)
+
+
+def _column_means(
+    part: Any, var_idx: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`_csr_column_means`, for dense or other sparse counts (and a subset of genes)."""
+    with np.errstate(divide="ignore"):
+        scaling = _RAW_NORMALIZED_TOTAL / np.asarray(part.sum(axis=1)).ravel()
+    if var_idx is not None:
+        part = part[:, var_idx]
+    mean = np.asarray(part.mean(axis=0)).ravel()
+    nonzero = np.asarray((part != 0).mean(axis=0)).ravel()
+    if sp.issparse(part):
+        normalized = sp.diags(scaling) @ part
+    else:
+        normalized = part * scaling[:, None]
+    return mean, nonzero, np.asarray(normalized.mean(axis=0)).ravel()
 
 
 def _progress(groups: list[Any], silent: bool) -> Iterable[Any]:

@@ -4,8 +4,8 @@ Two populations of cells are each summarised by draws from their aggregate poste
 normalized expression (``n_samples_overall`` rows of genes). ``"vanilla"`` mode (Lopez et al.
 2018) estimates ``p(rho_1 > rho_2)`` per gene from paired draws; ``"change"`` mode (Boyeau et
 al. 2019) forms the posterior of the log2 fold change ``r`` and estimates the probability that
-``|r|`` exceeds ``delta``. The default change statistics are computed over pieces of genes in
-torch (all cores), so that no temporary larger than draws x a few hundred genes exists.
+``|r|`` exceeds ``delta``. The default change statistics are computed over pieces of genes
+(torch and numpy, whichever is faster for each step), so that no temporary exceeds a few MB.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from cellvi._constants import REGISTRY_KEYS
 logger = logging.getLogger("cellvi")
 
 _EPS = 1e-8
-# Genes per piece of the change statistics: draws x 256 float32 stay within a few MB.
-_GENES_PER_PIECE = 256
+# Entries (draws x genes) of one piece of the change statistics: 4 MB of float32 per buffer,
+# small enough to stay in cache and to be reused by the allocator rather than mapped afresh.
+_PIECE_ENTRIES = 1 << 20
 
 
 class DifferentialComputation:
@@ -420,14 +421,12 @@ def pairs_sampler(
 
 
 def _mean_over_draws(
-    compare: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    compare: Callable[[np.ndarray, np.ndarray], np.ndarray],
     scales_1: np.ndarray,
     scales_2: np.ndarray,
 ) -> np.ndarray:
     """Mean over draws of a boolean comparison of paired draws, per gene (float64)."""
-    a = torch.from_numpy(np.ascontiguousarray(scales_1))
-    b = torch.from_numpy(np.ascontiguousarray(scales_2))
-    return torch.count_nonzero(compare(a, b), dim=0).numpy() / a.shape[0]
+    return np.count_nonzero(compare(scales_1, scales_2), axis=0) / scales_1.shape[0]
 
 
 def _log_fold_statistics(
@@ -440,25 +439,28 @@ def _log_fold_statistics(
     """Up / down probabilities, threshold and summaries of the log2 fold change.
 
     The probabilities use ``pseudocounts``; the summaries a thousandth of it (so that they
-    describe the fold change itself). Computed a piece of genes at a time, each gene's draws
-    in a contiguous row, in two reused buffers.
+    describe the fold change itself). Computed a piece of genes at a time (draws x genes,
+    reductions over the draws), in reused buffers: no temporary is larger than
+    ``_PIECE_ENTRIES`` entries.
     """
     a = torch.from_numpy(np.ascontiguousarray(scales_1, dtype=np.float32))
     b = torch.from_numpy(np.ascontiguousarray(scales_2, dtype=np.float32))
     n_draws, n_genes = a.shape
-    starts = range(0, n_genes, _GENES_PER_PIECE)
-    pieces = [slice(g, min(g + _GENES_PER_PIECE, n_genes)) for g in starts]
-    buffers = torch.empty(2, min(_GENES_PER_PIECE, n_genes), n_draws)
+    width = max(1, min(n_genes, _PIECE_ENTRIES // max(1, n_draws)))
+    pieces = [slice(g, min(g + width, n_genes)) for g in range(0, n_genes, width)]
+    buffers = torch.empty(2, n_draws, width)
 
-    def rows(genes: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        return a[:, genes].T.contiguous(), b[:, genes].T.contiguous()
+    def ratio(genes: slice, offset: float) -> torch.Tensor:
+        return _ratio_into(
+            buffers[:, :, : genes.stop - genes.start], a[:, genes], b[:, genes], offset
+        )
 
     if delta is None:
-        means = []
-        for genes in pieces:
-            effects = _lfc_into(buffers, *rows(genes), pseudocounts)
-            means.append(effects.mean(1).numpy())
+        means = [ratio(genes, pseudocounts).log2_().mean(0).numpy() for genes in pieces]
         delta = estimate_delta(np.concatenate(means))
+    # |log2 r| >= delta is decided on r itself (the logarithm is monotone): one pass of
+    # logarithms fewer.
+    above, below = np.float32(2.0**delta), np.float32(2.0**-delta)
     plus, minus = np.empty(n_genes), np.empty(n_genes)
     names = ["mean", "median", "std", "min", "max"]
     for level in levels or []:
@@ -466,17 +468,18 @@ def _log_fold_statistics(
         names += [f"confidence_interval_{str(level)[:5]}_max"]
     summaries = {name: np.empty(n_genes, dtype=np.float32) for name in names}
     for genes in pieces:
-        rows_a, rows_b = rows(genes)
-        effects = _lfc_into(buffers, rows_a, rows_b, pseudocounts)
-        plus[genes] = torch.count_nonzero(effects >= delta, dim=1).numpy() / n_draws
-        minus[genes] = torch.count_nonzero(effects < -delta, dim=1).numpy() / n_draws
-        fold = _lfc_into(buffers, rows_a, rows_b, 1e-3 * pseudocounts)
-        std, mean = torch.std_mean(fold, dim=1, correction=0)
-        low, high = torch.aminmax(fold, dim=1)
+        ratios = ratio(genes, pseudocounts).numpy()
+        plus[genes] = np.count_nonzero(ratios >= above, axis=0) / n_draws
+        minus[genes] = np.count_nonzero(ratios < below, axis=0) / n_draws
+        fold = ratio(genes, 1e-3 * pseudocounts).log2_()
+        mean = fold.mean(0)
+        scratch = buffers[1, :, : genes.stop - genes.start]
+        std = torch.sub(fold, mean, out=scratch).square_().mean(0).sqrt_()
         summaries["mean"][genes], summaries["std"][genes] = mean.numpy(), std.numpy()
-        summaries["min"][genes], summaries["max"][genes] = low.numpy(), high.numpy()
-        per_gene = fold.numpy()  # (genes, draws)
-        summaries["median"][genes] = _row_medians(per_gene)
+        per_gene = fold.T.contiguous().numpy()  # (genes, draws): each gene's draws in a row
+        median, low, high = _row_median_min_max(per_gene)
+        summaries["median"][genes] = median
+        summaries["min"][genes], summaries["max"][genes] = low, high
         for level in levels or []:
             low, high = credible_intervals(per_gene.T, confidence_level=level).T
             summaries[f"confidence_interval_{str(level)[:5]}_min"][genes] = low
@@ -484,14 +487,18 @@ def _log_fold_statistics(
     return plus, minus, float(delta), summaries
 
 
-def _lfc_into(
-    buffers: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor, pseudocounts: float
+def _ratio_into(
+    buffers: torch.Tensor, a: torch.Tensor, b: torch.Tensor, pseudocounts: float
 ) -> torch.Tensor:
-    """``log2(a + c) - log2(b + c)`` for a piece of genes, written into ``buffers[0]``."""
-    out, scratch = buffers[0, : len(rows_a)], buffers[1, : len(rows_a)]
-    torch.log2(torch.add(rows_a, pseudocounts, out=out), out=out)
-    torch.log2(torch.add(rows_b, pseudocounts, out=scratch), out=scratch)
-    return out.sub_(scratch)
+    """``(a + c) / (b + c)`` for a piece of genes, written into ``buffers[0]``.
+
+    Its ``log2`` is the log fold change: one logarithm of the ratio instead of a difference
+    of two (the logarithm is the costly step; the two agree to float32 rounding).
+    """
+    out, scratch = buffers[0], buffers[1]
+    torch.add(a, pseudocounts, out=out)
+    torch.add(b, pseudocounts, out=scratch)
+    return out.div_(scratch)
 
 
 def _log2_fold_change(x: np.ndarray, y: np.ndarray, pseudocounts: float) -> np.ndarray:
@@ -505,12 +512,19 @@ def _default_domain(delta: float) -> Callable[[np.ndarray], tuple[np.ndarray, np
     return domain
 
 
-def _row_medians(rows: np.ndarray) -> np.ndarray:
-    """Median of each row, as ``np.median`` (the mean of the middle two for an even count)."""
+def _row_median_min_max(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median (as ``np.median``: the mean of the middle two for an even count), min and max of
+    each row, from one partial sort around the middle (``rows`` is reordered in place)."""
     n = rows.shape[1]
-    middle = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
-    parted = np.partition(rows, middle, axis=1)
-    return parted[:, middle].mean(1)
+    middle = n // 2
+    rows.partition(middle, axis=1)
+    # After the partition the left part holds the ``middle`` smallest values.
+    upper = rows[:, middle]
+    low = rows[:, :middle].min(1) if middle else upper
+    high = rows[:, middle:].max(1)
+    if n % 2:
+        return upper, low, high
+    return (rows[:, :middle].max(1) + upper) / 2, low, high
 
 
 def _n_parameters(function: Callable[..., Any]) -> int:

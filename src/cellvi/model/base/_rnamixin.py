@@ -3,16 +3,14 @@
 Normalized (decoded) expression, posterior predictive counts, likelihood parameters, latent
 library sizes, gene-gene correlations and differential expression, with scvi-tools 1.4.2's
 signatures. Every query draws its posterior samples in batched tensors on the model's
-device, one minibatch of cells at a time: nothing larger than a minibatch times the samples
-asked for is ever held on the device, and results are written into their final array as they
-come (no concatenation of per-minibatch pieces).
+device, one minibatch of cells at a time (:class:`ExpressionDrawsMixin`): nothing larger than
+a minibatch times the samples asked for is ever held on the device.
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -22,180 +20,29 @@ import torch
 from anndata import AnnData
 from torch.distributions import Gamma, Normal, Poisson
 
-from cellvi._constants import REGISTRY_KEYS
 from cellvi.data._indices import as_cell_indices
 from cellvi.model.base._de_core import _de_core, scrna_raw_counts_properties
-from cellvi.model.base._differential_importance import importance_log_weights
+from cellvi.model.base._expression_draws import (
+    ExpressionDrawsMixin,
+    Minibatches,
+    check_count,
+    check_weights,
+    normalized,
+    progress,
+)
 from cellvi.model.base._queries import posterior_query
 from cellvi.module._constants import MODULE_KEYS
 from cellvi.utils import dependencies, unsupported_if_adata_minified
 
 Tensor = torch.Tensor
-Minibatches = Iterable[dict[str, Tensor]]
-# Decoded entries (rows x genes x transform batches) one decoding step may hold at once: about
-# 64 MB of float32, so a tiny group asked for thousands of draws still decodes in pieces.
-_DECODE_BUDGET = 1 << 24
-_IMPORTANCE_KEYS = ("max_cells", "truncation", "n_mc_samples", "n_mc_samples_per_pass")
 
 
-class RNASeqMixin:
+class RNASeqMixin(ExpressionDrawsMixin):
     """Normalized expression, posterior predictive draws and differential expression.
 
     For models whose module has ``inference`` / ``generative`` with a count distribution
     ``px`` (``SCVI``, ``CondSCVI``); used together with :class:`VAEMixin`.
     """
-
-    # Batches and genes ---------------------------------------------------------------------
-
-    def _get_transform_batch_gen_kwargs(self, batch: int | None) -> dict[str, Any]:
-        """Generative keyword arguments that decode as if every cell came from ``batch``."""
-        if batch is None:
-            return {}
-        if "transform_batch" in inspect.signature(self.module.generative).parameters:
-            return {"transform_batch": batch}
-        raise NotImplementedError(
-            f"{type(self.module).__name__}.generative takes no transform_batch: this model "
-            "cannot decode cells as if they came from another batch."
-        )
-
-    def _batch_codes(self, adata: AnnData, transform_batch: Any) -> list[int | None]:
-        """Codes of the batches in ``transform_batch`` (None: each cell's own batch)."""
-        manager = self.get_anndata_manager(adata, required=True)
-        return batch_codes(manager, transform_batch)
-
-    # Decoding ------------------------------------------------------------------------------
-
-    def _decode(
-        self,
-        tensors: dict[str, Tensor],
-        inference_outputs: dict[str, Any],
-        batches: Sequence[int | None],
-        key: Literal["scale", "mu"],
-        genes: Tensor | None,
-    ) -> Tensor:
-        """Normalized expression (``key="scale"``) or mean counts, averaged over ``batches``."""
-        generative_inputs = self.module._get_generative_input(tensors, inference_outputs)
-        total = None
-        for batch in batches:
-            outputs = self.module.generative(
-                **generative_inputs, **self._get_transform_batch_gen_kwargs(batch)
-            )
-            values = normalized(outputs[MODULE_KEYS.PX_KEY], key, tensors, self.module)
-            if genes is not None:
-                values = values.index_select(-1, genes)
-            total = values if total is None else total + values
-        return total if len(batches) == 1 else total / len(batches)
-
-    def _expression_rows(
-        self,
-        adata: AnnData,
-        cells: np.ndarray,
-        batches: Sequence[int | None],
-        key: Literal["scale", "mu"],
-        genes: Tensor | None,
-        n_genes: int,
-        batch_size: int | None,
-        importance: dict[str, Any] | None,
-        silent: bool,
-        data_loader_kwargs: dict[str, Any],
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """One posterior draw of the expression of each cell in ``cells`` (repeats allowed).
-
-        Each distinct cell is encoded once, with as many latent draws as it has rows, and only
-        those rows are decoded, in pieces of at most ``_DECODE_BUDGET`` entries. Returns the
-        rows in the order of ``cells`` and, with ``importance``, each row's log importance
-        weight.
-        """
-        unique, counts = np.unique(cells, return_counts=True)
-        order = np.argsort(cells, kind="stable")  # rows grouped by cell, in ``unique`` order
-        out = np.empty((len(cells), n_genes), dtype=np.float32)
-        log_weights = np.empty(len(cells), dtype=np.float64) if importance is not None else None
-        anchors = (
-            self._importance_anchors(adata, unique, **importance)
-            if importance is not None
-            else None
-        )
-        rows_per_piece = max(1, _DECODE_BUDGET // max(1, n_genes * len(batches)))
-        loader = self._make_data_loader(
-            adata=adata, indices=unique, batch_size=batch_size, **data_loader_kwargs
-        )
-        written, first_cell = 0, 0
-        for tensors in _progress(loader, silent, "Sampling"):
-            n_cells = _n_cells(tensors)
-            k = torch.as_tensor(counts[first_cell : first_cell + n_cells])
-            first_cell += n_cells
-            inference_outputs = self.module.inference(
-                **self.module._get_inference_input(tensors), n_samples=int(k.max())
-            )
-            cell_of_row = torch.repeat_interleave(torch.arange(n_cells), k)
-            draw_of_row = torch.arange(len(cell_of_row)) - torch.repeat_interleave(
-                torch.cumsum(k, 0) - k, k
-            )
-            for start in range(0, len(cell_of_row), rows_per_piece):
-                cell, draw = (
-                    cell_of_row[start : start + rows_per_piece],
-                    draw_of_row[start : start + rows_per_piece],
-                )
-                piece_tensors = _take_cells(tensors, cell, n_cells)
-                piece_outputs = _take_draws(inference_outputs, cell, draw, int(k.max()))
-                values = self._decode(piece_tensors, piece_outputs, batches, key, genes)
-                rows = order[written : written + len(cell)]
-                out[rows] = values.cpu().numpy()
-                if anchors is not None:
-                    px = self._piece_px(piece_tensors, piece_outputs, batches[0])
-                    scale = normalized(px, "scale", piece_tensors, self.module)
-                    log_weights[rows] = importance_log_weights(
-                        _untransformed(piece_outputs), scale, px, anchors
-                    ).numpy()
-                written += len(cell)
-        return out, log_weights
-
-    def _piece_px(
-        self, tensors: dict[str, Tensor], inference_outputs: dict[str, Any], batch: int | None
-    ) -> Any:
-        generative_inputs = self.module._get_generative_input(tensors, inference_outputs)
-        outputs = self.module.generative(
-            **generative_inputs, **self._get_transform_batch_gen_kwargs(batch)
-        )
-        return outputs[MODULE_KEYS.PX_KEY]
-
-    def _importance_anchors(
-        self,
-        adata: AnnData,
-        cells: np.ndarray,
-        max_cells: int = 1024,
-        truncation: bool = False,
-        n_mc_samples: int = 500,
-        n_mc_samples_per_pass: int = 250,
-    ) -> dict[str, Any]:
-        """Anchor cells of the importance weights (at most ``max_cells`` of ``cells``, at
-        random): their posteriors, counts and marginal log-likelihoods."""
-        anchors = (
-            cells
-            if len(cells) <= max_cells
-            else np.sort(np.random.choice(cells, size=max_cells, replace=False))
-        )
-        log_px = self.get_marginal_ll(
-            adata,
-            indices=anchors,
-            return_mean=False,
-            n_mc_samples=n_mc_samples,
-            n_mc_samples_per_pass=n_mc_samples_per_pass,
-        )
-        means, variances = self.get_latent_representation(adata, indices=anchors, return_dist=True)
-        manager = self.get_anndata_manager(adata, required=True)
-        x = manager.get_from_registry(REGISTRY_KEYS.X_KEY)[anchors]
-        x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
-        device = self.device
-        return {
-            "log_px": log_px.to(device),
-            "qz": Normal(
-                torch.as_tensor(means, device=device),
-                torch.as_tensor(variances, device=device).sqrt(),
-            ),
-            "x": torch.as_tensor(x, device=device),
-            "truncation": truncation,
-        }
 
     # Normalized expression -----------------------------------------------------------------
 
@@ -246,7 +93,8 @@ class RNASeqMixin:
             ``"uniform"`` (default) or ``"importance"``: with ``n_samples_overall``, resample
             the draws by importance weights towards the aggregate of the true posteriors.
         batch_size
-            Minibatch size (default ``cellvi.settings.batch_size``).
+            Minibatch size; None: ``cellvi.settings.batch_size`` cells, or more while the
+            dense counts of a minibatch stay within about 4 MB (a million entries).
         return_mean
             Average the ``n_samples`` draws of each cell.
         return_numpy
@@ -269,15 +117,8 @@ class RNASeqMixin:
         ``(n_cells, n_genes)`` (a DataFrame by default), ``(n_samples, n_cells, n_genes)``
         with ``n_samples > 1`` and ``return_mean=False``, or ``(n_samples_overall, n_genes)``.
         """
-        _check_count("n_samples", n_samples)
-        if weights not in (None, "uniform", "importance"):
-            raise ValueError(f"weights must be 'uniform' or 'importance', got {weights!r}.")
-        unknown = set(importance_weighting_kwargs) - set(_IMPORTANCE_KEYS)
-        if unknown:
-            raise TypeError(
-                f"Unknown arguments {sorted(unknown)}; importance weighting takes "
-                f"{list(_IMPORTANCE_KEYS)}."
-            )
+        check_count("n_samples", n_samples)
+        check_weights(weights, importance_weighting_kwargs)
         key, scaling = ("mu", 1.0) if library_size == "latent" else ("scale", library_size)
         if dataloader is not None:
             if n_samples_overall is not None:
@@ -300,36 +141,22 @@ class RNASeqMixin:
         loader_kwargs = data_loader_kwargs or {}
 
         if n_samples_overall is not None:
-            _check_count("n_samples_overall", n_samples_overall)
             if n_samples != 1:
                 raise ValueError("Give n_samples or n_samples_overall, not both.")
-            if len(cells) == 0:
-                raise ValueError("No cells to draw from: indices selects none.")
-            importance = None
-            if weights == "importance":
-                if len(batches) > 1:
-                    raise NotImplementedError(
-                        "Importance weights cannot be computed when expression is averaged "
-                        "over several batches."
-                    )
-                importance = dict(importance_weighting_kwargs)
-            chosen = cells[np.random.randint(len(cells), size=n_samples_overall)]
-            rows, log_weights = self._expression_rows(
+            rows = self._aggregate_posterior_draws(
                 adata,
-                chosen,
+                cells,
                 batches,
-                key,
-                genes,
-                len(gene_names),
-                batch_size,
-                importance,
-                silent,
-                loader_kwargs,
+                n_samples_overall,
+                key=key,
+                genes=genes,
+                n_genes=len(gene_names),
+                batch_size=batch_size,
+                weights=weights,
+                silent=silent,
+                data_loader_kwargs=loader_kwargs,
+                **importance_weighting_kwargs,
             )
-            if log_weights is not None:
-                probabilities = np.exp(log_weights - log_weights.max())
-                probabilities /= probabilities.sum()
-                rows = rows[np.random.choice(len(rows), size=len(rows), p=probabilities)]
             if scaling != 1:
                 rows *= scaling
             if return_numpy is False:
@@ -345,9 +172,7 @@ class RNASeqMixin:
                     stacklevel=3,
                 )
             return_numpy = True
-        loader = self._make_data_loader(
-            adata=adata, indices=cells, batch_size=batch_size, **loader_kwargs
-        )
+        loader = self._validated_loader(adata, cells, batch_size, loader_kwargs)
         values = self._expression_per_cell(
             loader,
             len(cells),
@@ -364,49 +189,6 @@ class RNASeqMixin:
         if return_numpy:
             return values
         return pd.DataFrame(values, columns=gene_names, index=adata.obs_names[cells])
-
-    def _expression_per_cell(
-        self,
-        minibatches: Minibatches,
-        n_cells: int | None,
-        n_samples: int,
-        return_mean: bool,
-        batches: Sequence[int | None],
-        key: Literal["scale", "mu"],
-        genes: Tensor | None,
-        n_genes: int | None,
-        silent: bool,
-    ) -> np.ndarray:
-        """``n_samples`` draws per cell, averaged on the device with ``return_mean``."""
-        keep_draws = n_samples > 1 and not return_mean
-        pieces, out, start = [], None, 0
-        for tensors in _progress(minibatches, silent, "Sampling"):
-            inference_outputs = self.module.inference(
-                **self.module._get_inference_input(tensors), n_samples=n_samples
-            )
-            values = self._decode(tensors, inference_outputs, batches, key, genes)
-            if n_samples > 1 and return_mean:
-                values = values.mean(0)
-            values = values.cpu().numpy()
-            if n_cells is None:  # a user's dataloader: sizes unknown in advance
-                pieces.append(values)
-                continue
-            cell_axis = 1 if keep_draws else 0
-            if out is None:
-                shape = list(values.shape)
-                shape[cell_axis] = n_cells
-                out = np.empty(shape, dtype=np.float32)
-            stop = start + values.shape[cell_axis]
-            if keep_draws:
-                out[:, start:stop] = values
-            else:
-                out[start:stop] = values
-            start = stop
-        if n_cells is None:
-            return np.concatenate(pieces, axis=1 if keep_draws else 0)
-        if out is None:
-            return np.empty((n_cells, n_genes), dtype=np.float32)
-        return out
 
     # Posterior predictive --------------------------------------------------------------------
 
@@ -447,7 +229,7 @@ class RNASeqMixin:
         """
         import sparse
 
-        _check_count("n_samples", n_samples)
+        check_count("n_samples", n_samples)
         if dataloader is None:
             adata = self._validate_anndata(adata)
             batches = self._batch_codes(adata, transform_batch)
@@ -459,7 +241,7 @@ class RNASeqMixin:
             adata, indices, batch_size, dataloader, data_loader_kwargs
         )
         pieces = []
-        for tensors in _progress(minibatches, silent, "Sampling"):
+        for tensors in progress(minibatches, silent, "Sampling"):
             inference_outputs = self.module.inference(
                 **self.module._get_inference_input(tensors), n_samples=n_samples
             )
@@ -499,7 +281,7 @@ class RNASeqMixin:
         Returns ``(n_cells, n_genes)``, or ``(n_cells, n_genes, n_samples)`` when
         ``n_samples > 1``. ``transform_batch`` is a batch code (or None).
         """
-        _check_count("n_samples", n_samples)
+        check_count("n_samples", n_samples)
         if dataloader is not None:
             batch_size, transform_batch = None, None
         minibatches = self._query_minibatches(
@@ -567,7 +349,7 @@ class RNASeqMixin:
             )
         adata = self._validate_anndata(adata)
         matrices = []
-        for batch in _progress(self._batch_codes(adata, transform_batch), silent, "Batches"):
+        for batch in progress(self._batch_codes(adata, transform_batch), silent, "Batches"):
             draws = self._get_denoised_samples(
                 adata=adata,
                 indices=indices,
@@ -609,7 +391,7 @@ class RNASeqMixin:
         unless ``give_mean`` averages the draws.
         """
         n_samples = 1 if n_samples is None else n_samples
-        _check_count("n_samples", n_samples)
+        check_count("n_samples", n_samples)
         likelihood = getattr(self.module, "gene_likelihood", "nb")
         parts: dict[str, list[np.ndarray]] = {"mean": [], "dispersions": [], "dropout": []}
         minibatches = self._query_minibatches(
@@ -675,6 +457,7 @@ class RNASeqMixin:
 
     # Differential expression -----------------------------------------------------------------
 
+    @posterior_query(untrained="warn")
     def differential_expression(
         self,
         adata: AnnData | None = None,
@@ -726,7 +509,8 @@ class RNASeqMixin:
             Smallest absolute log2 fold change that counts as differential (change mode);
             None estimates it from the fold changes of all genes.
         batch_size
-            Minibatch size of the posterior sampling.
+            Minibatch size of the posterior sampling (None: as in
+            :meth:`get_normalized_expression`).
         all_stats
             Add the raw count columns (``raw_mean1``, ``non_zeros_proportion1``,
             ``raw_normalized_mean1``, ...).
@@ -755,13 +539,13 @@ class RNASeqMixin:
         ``bayes_factor`` (vanilla), with scvi-tools' columns.
         """
         adata = self._validate_anndata(adata)
+        importance_weighting_kwargs = importance_weighting_kwargs or {}
+        check_weights(weights, importance_weighting_kwargs)
         model_fn = partial(
-            self.get_normalized_expression,
-            return_numpy=True,
-            n_samples=1,
+            self._population_draws,
             batch_size=batch_size,
             weights=weights,
-            **(importance_weighting_kwargs or {}),
+            **importance_weighting_kwargs,
         )
         representation_fn = self.get_latent_representation if filter_outlier_cells else None
         return _de_core(
@@ -790,35 +574,6 @@ class RNASeqMixin:
 # Helpers ---------------------------------------------------------------------------------------
 
 
-def batch_codes(manager: Any, transform_batch: Any) -> list[int | None]:
-    """Codes of the batch categories in ``transform_batch``; None stays None (own batch)."""
-    if (
-        transform_batch is None
-        or isinstance(transform_batch, str)
-        or not isinstance(transform_batch, Iterable)
-    ):
-        transform_batch = [transform_batch]
-    transform_batch = list(transform_batch)
-    if not transform_batch:
-        raise ValueError("transform_batch is an empty list: give batches, or None.")
-    mapping = np.asarray(manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
-    codes: list[int | None] = []
-    for category in transform_batch:
-        if category is None:
-            codes.append(None)
-            continue
-        matches = np.flatnonzero(mapping == category)
-        is_code = isinstance(category, int | np.integer) and not isinstance(category, bool)
-        if len(matches) == 0 and is_code and 0 <= category < len(mapping):
-            matches = [category]  # not a category itself: the code of one
-        if len(matches) == 0:
-            raise ValueError(
-                f"{category!r} is not a batch of this model; its batches are {mapping.tolist()}."
-            )
-        codes.append(int(matches[0]))
-    return codes
-
-
 def gene_positions_of(var_names: pd.Index, gene_list: Sequence[str] | None) -> np.ndarray | None:
     """Positions of ``gene_list`` in ``var_names`` order (None: every gene); unknown genes fail."""
     if gene_list is None:
@@ -833,32 +588,6 @@ def gene_positions_of(var_names: pd.Index, gene_list: Sequence[str] | None) -> n
             f"{list(missing[:10])}."
         )
     return np.flatnonzero(var_names.isin(wanted))
-
-
-def normalized(
-    px: Any, key: Literal["scale", "mu"], tensors: dict[str, Tensor], module: Any
-) -> Tensor:
-    """Normalized expression (``"scale"``) or mean counts (``"mu"``) of a likelihood ``px``.
-
-    The NB and ZINB distributions carry both; a Poisson or normal likelihood carries its mean
-    only, whose normalized form is the mean over the cell's library (or size factor).
-    """
-    if isinstance(px, Tensor):
-        return px
-    if hasattr(px, "get_normalized"):
-        return px.get_normalized(key)
-    if isinstance(px, Poisson):
-        mean = px.rate
-    elif isinstance(px, Normal):
-        mean = px.loc
-    else:
-        raise NotImplementedError(f"No normalized expression for a {type(px).__name__}.")
-    if key == "mu":
-        return mean
-    size_factor = tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY)
-    if getattr(module, "use_size_factor_key", False) and size_factor is not None:
-        return mean / size_factor.to(mean.device, mean.dtype)
-    return mean / mean.sum(-1, keepdim=True)
 
 
 def _likelihood_parameters(px: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -896,61 +625,3 @@ def _sample_counts(px: Any) -> Tensor:
     if isinstance(px, Poisson):
         return Poisson(px.rate.clamp(max=1e8)).sample()
     return px.sample()
-
-
-def _n_cells(tensors: dict[str, Tensor]) -> int:
-    return int(tensors[REGISTRY_KEYS.X_KEY].shape[0])
-
-
-def _take_cells(tensors: dict[str, Tensor], cells: Tensor, n_cells: int) -> dict[str, Tensor]:
-    """The per-cell entries of a minibatch, one row per draw (other entries unchanged).
-
-    The counts are left out: decoding reads the covariates only, and a copy of the counts
-    per draw would be the largest tensor of the piece.
-    """
-    taken = {}
-    for name, value in tensors.items():
-        if name == REGISTRY_KEYS.X_KEY:
-            continue
-        if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == n_cells:
-            if value.layout != torch.strided:
-                value = value.to_dense()
-            taken[name] = value[cells.to(value.device)]
-        else:
-            taken[name] = value
-    return taken
-
-
-def _take_draws(
-    outputs: dict[str, Any], cells: Tensor, draws: Tensor, n_samples: int
-) -> dict[str, Any]:
-    """Inference outputs for the rows ``(draw, cell)``: each latent sample and library once."""
-    taken = dict(outputs)
-    for name in (MODULE_KEYS.Z_KEY, MODULE_KEYS.LIBRARY_KEY, "untran_z"):
-        value = outputs.get(name)
-        if not isinstance(value, Tensor):
-            continue
-        cell, draw = cells.to(value.device), draws.to(value.device)
-        taken[name] = value[draw, cell] if n_samples > 1 else value[cell]
-    return taken
-
-
-def _untransformed(outputs: dict[str, Any]) -> Tensor:
-    """The normal latent draw (before a logistic-normal transform), which ``qz`` scores."""
-    value = outputs.get("untran_z")
-    return value if isinstance(value, Tensor) else outputs[MODULE_KEYS.Z_KEY]
-
-
-def _progress(items: Iterable[Any], silent: bool, description: str) -> Iterator[Any]:
-    """Iterate with a progress bar unless ``silent``."""
-    if silent:
-        yield from items
-        return
-    from tqdm.auto import tqdm
-
-    yield from tqdm(items, desc=description, leave=False)
-
-
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
