@@ -92,3 +92,21 @@ def test_unfrozen_trains_the_reference_weights_too(reference):
     mapped.train(max_epochs=1, **TRAIN_KW)
     for name in ("z_encoder.encoder.linears.0.weight", "classifier.classifier.1.weight"):
         assert not torch.equal(mapped.module.state_dict()[name], model.module.state_dict()[name])
+
+
+def test_a_label_seen_only_in_the_query_is_refused_and_unlabeled_cells_map(reference):
+    # As scvi-tools: labels are never extended for a query (the classifier has no class for
+    # them); the query's cells of a new type are mapped unlabeled, and predicted.
+    model, directory = reference
+    query = _data(["b2"], seed=3)
+    labels = query.obs["labels"].astype(str).to_numpy()
+    labels[:5] = "a_new_type"
+    query.obs["labels"] = labels
+    with pytest.raises(ValueError, match="a_new_type"):
+        SCANVI.load_query_data(query, directory, accelerator="cpu")
+    labels[:5] = UNLABELED
+    query.obs["labels"] = labels
+    mapped = SCANVI.load_query_data(query, directory, accelerator="cpu")
+    assert mapped.n_labels == model.n_labels
+    mapped.train(max_epochs=1, **TRAIN_KW)
+    assert set(mapped.predict()) <= set(model.adata.obs["labels"].astype(str)) - {UNLABELED}
