@@ -28,7 +28,7 @@ from cellvi.model.base._de_core import _de_core, scrna_raw_counts_properties
 from cellvi.model.base._differential_importance import importance_log_weights
 from cellvi.model.base._queries import posterior_query
 from cellvi.module._constants import MODULE_KEYS
-from cellvi.utils import dependencies
+from cellvi.utils import dependencies, track
 
 Tensor = torch.Tensor
 Minibatches = Iterable[dict[str, Tensor]]
@@ -941,13 +941,8 @@ def _untransformed(outputs: dict[str, Any]) -> Tensor:
 
 
 def _progress(items: Iterable[Any], silent: bool, description: str) -> Iterator[Any]:
-    """Iterate with a progress bar unless ``silent``."""
-    if silent:
-        yield from items
-        return
-    from tqdm.auto import tqdm
-
-    yield from tqdm(items, desc=description, leave=False)
+    """Iterate with a progress bar (shown once the query runs long) unless ``silent``."""
+    yield from track(items, description, silent)
 
 
 def _check_count(name: str, value: int) -> None:
