@@ -51,7 +51,12 @@ def main() -> None:
     adata.write_h5ad(adata_path)
     model.save(OUTPUT / "scvi_model", overwrite=True)
     report = write_training_report(
-        model, adata, OUTPUT, latent=adata.obsm["X_scVI"], seconds=seconds
+        model,
+        adata,
+        OUTPUT,
+        latent=adata.obsm["X_scVI"],
+        seconds=seconds,
+        color=["batch", "cell_type"],
     )
     print(
         f"Wrote {adata_path} (latent in obsm['X_scVI']), the model to {OUTPUT / 'scvi_model'} "

@@ -31,6 +31,7 @@ def write_training_report(
     latent: np.ndarray | None = None,
     embedding: str = "auto",
     seconds: float | None = None,
+    color: str | list[str] | None = None,
 ) -> Path:
     """Write ``report.html`` (and ``history.png``, ``embedding.png``) for a trained model.
 
@@ -55,6 +56,8 @@ def write_training_report(
         ``"auto"``, ``"umap"`` or ``"pca"``.
     seconds
         How long training took, to report it.
+    color
+        obs columns to colour the latent space by; default the registered batch and labels.
 
     Returns
     -------
@@ -81,7 +84,7 @@ def write_training_report(
         if history_terms(table):
             figures["Training curves"] = model.plot_history(path=directory / HISTORY_PNG)
         figure = model.plot_latent(
-            adata, latent=latent, method=embedding, path=directory / EMBEDDING_PNG
+            adata, color=color, latent=latent, method=embedding, path=directory / EMBEDDING_PNG
         )
         figures["Latent space"] = figure
     facts = _facts(model, adata, table, seconds)
