@@ -1,4 +1,5 @@
-"""The main cellvi job on a built-in dataset: train SCVI on simulated counts, save the latent."""
+"""The main cellvi job on a built-in dataset: train SCVI on simulated counts, save the latent,
+write a training report (curves and the latent space, in one HTML page)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from pathlib import Path
 
 import cellvi
+from cellvi.cli import write_training_report
 
 OUTPUT = Path(__file__).resolve().parent.parent / "demo_output"
 
@@ -26,6 +28,7 @@ def main() -> None:
         train_size=0.8,
         validation_size=0.1,
         accelerator="cpu",
+        check_val_every_n_epoch=1,
         enable_progress_bar=False,
     )
     seconds = time.perf_counter() - start
@@ -47,8 +50,17 @@ def main() -> None:
     adata_path = OUTPUT / "simulated_scvi.h5ad"
     adata.write_h5ad(adata_path)
     model.save(OUTPUT / "scvi_model", overwrite=True)
+    report = write_training_report(
+        model,
+        adata,
+        OUTPUT,
+        latent=adata.obsm["X_scVI"],
+        seconds=seconds,
+        color=["batch", "cell_type"],
+    )
     print(
-        f"Wrote {adata_path} (latent in obsm['X_scVI']) and the model to {OUTPUT / 'scvi_model'}."
+        f"Wrote {adata_path} (latent in obsm['X_scVI']), the model to {OUTPUT / 'scvi_model'} "
+        f"and the training report {report} (pictures also in history.png, embedding.png)."
     )
 
 

@@ -18,6 +18,8 @@ LAYERS = {
     "cellvi._settings": 0,
     "cellvi._version": 0,
     "cellvi.utils": 0,
+    # Pictures from plain tables and arrays: no other part of cellvi.
+    "cellvi.plotting": 0,
     "cellvi.data": 1,
     "cellvi.distributions": 2,
     "cellvi.nn": 2,
@@ -26,6 +28,8 @@ LAYERS = {
     "cellvi.train": 4,
     "cellvi.model": 5,
     "cellvi": 6,
+    # The command line, on top of everything (the package itself does not import it).
+    "cellvi.cli": 7,
 }
 
 
@@ -116,6 +120,19 @@ def test_the_walk_sees_relative_and_type_checking_imports() -> None:
     assert upward_imports(old, "cellvi.module._vae") == [
         "line 1: cellvi.data._constants (layer 1)"
     ]
+
+
+def test_the_plotting_layer_imports_no_other_part_of_cellvi() -> None:
+    for path in sorted((PACKAGE / "plotting").rglob("*.py")):
+        name = module_name(path)
+        imports = cellvi_imports(path.read_text(), name, path.name == "__init__.py")
+        outside = [module for _, module in imports if not _within(module, "cellvi.plotting")]
+        assert not outside, f"{name} imports {outside}"
+
+
+def test_importing_cellvi_does_not_import_the_command_line() -> None:
+    source = (PACKAGE / "__init__.py").read_text()
+    assert not [m for _, m in cellvi_imports(source, "cellvi", True) if _within(m, "cellvi.cli")]
 
 
 def test_the_module_layer_reads_registry_keys_from_the_shared_constants() -> None:

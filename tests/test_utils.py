@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
 
 import pytest
 
+import cellvi
 from cellvi.utils import (
     DocstringProcessor,
     attrdict,
@@ -92,3 +94,17 @@ def test_an_unknown_placeholder_is_an_error_naming_it():
     with pytest.raises(KeyError, match="'param_y'.*param_x"):
         processor.dedent_text("%(param_y)s")
     assert processor.dedent_text("    %(param_x)s") == "x\n    The x."
+
+
+def test_track_shows_a_bar_only_for_queries_that_run_long(capsys, monkeypatch) -> None:
+    from cellvi.utils import _progress, track
+
+    assert list(track(range(3), "Quick")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""  # done before the delay: no bar at all
+    monkeypatch.setattr(_progress, "DELAY", 0)
+    assert list(track(range(3), "Sampling")) == [0, 1, 2]
+    assert "Sampling" in capsys.readouterr().err
+    assert list(track(range(3), "Sampling", silent=True)) == [0, 1, 2]
+    monkeypatch.setattr(cellvi.settings, "_verbosity", logging.ERROR)
+    assert list(track(range(3), "Sampling")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -27,7 +29,97 @@ _QUIET = (
     ".*Your `val_dataloader`'s sampler has shuffling enabled.*",
     # The plans add epoch sums across processes themselves (BasePlan._epoch_metrics).
     ".*when logging on epoch level in distributed setting.*",
+    # accelerator="cpu" on a GPU machine is a choice, not an oversight.
+    ".*GPU available but not used.*",
 )
+# Lightning's warning that per-step metrics are logged less often than there are steps; it
+# is held back when the plan logs per epoch only (cellvi's default), where it means nothing.
+_STEP_LOGGING = ".*smaller than the logging interval.*"
+# Lightning's own loggers: its device summary, "`Trainer.fit` stopped", its advertising tips.
+_LIGHTNING_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+)
+# Modules whose deprecation warnings a cellvi user can do nothing about.
+_THIRD_PARTY = (
+    r"(lightning|pytorch_lightning|lightning_fabric|lightning_utilities|torch|torchmetrics)(\.|$)"
+)
+_DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+class _NoTips(logging.Filter):
+    """Drop Lightning's advertising tips ("💡 Tip: ... try installing litlogger")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).lstrip().startswith("💡")
+
+
+@contextlib.contextmanager
+def quiet_lightning(logs_per_step: bool = True) -> Iterator[None]:
+    """Hold back what Lightning prints that says nothing about a cellvi fit, for one call.
+
+    ``cellvi.settings.verbosity`` decides: at ``WARNING`` (the default) and above, Lightning's
+    info lines (device summary, "`Trainer.fit` stopped", tips) and the deprecation warnings
+    raised inside Lightning and torch are hidden; at ``INFO`` the info lines are shown but the
+    tips are not; at ``DEBUG`` everything is shown. Warnings that concern the user's own code
+    or data are always shown. Logger levels and warning filters are restored on exit, so the
+    user's own settings are never changed.
+    """
+    verbosity = settings.verbosity
+    tips = _NoTips()
+    tip_loggers = _rank_zero_loggers() if verbosity > logging.DEBUG else []
+    levels = {}
+    if verbosity > logging.INFO:
+        for name in _LIGHTNING_LOGGERS:
+            lightning_logger = logging.getLogger(name)
+            levels[name] = lightning_logger.level
+            if lightning_logger.getEffectiveLevel() < logging.WARNING:
+                lightning_logger.setLevel(logging.WARNING)
+    for tip_logger in tip_loggers:
+        tip_logger.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            for message in _QUIET:
+                warnings.filterwarnings("ignore", message=message)
+            if not logs_per_step:
+                warnings.filterwarnings("ignore", message=_STEP_LOGGING)
+            if verbosity > logging.DEBUG:
+                for category in _DEPRECATIONS:
+                    warnings.filterwarnings("ignore", category=category, module=_THIRD_PARTY)
+            yield
+    finally:
+        for tip_logger in tip_loggers:
+            tip_logger.removeFilter(tips)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _rank_zero_loggers() -> list[logging.Logger]:
+    """The loggers Lightning's ``rank_zero_info`` writes to (whichever package set it)."""
+    names = [
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning_utilities.core.rank_zero",
+    ]
+    found = [logging.getLogger(name) for name in names]
+    try:
+        from lightning_utilities.core import rank_zero
+
+        found.append(rank_zero.log)
+    except (ImportError, AttributeError):  # pragma: no cover - an older lightning_utilities
+        pass
+    return list({id(item): item for item in found}.values())
+
+
+def _logs_per_step(plan: Any) -> bool:
+    """Whether a training plan logs per-step metrics (True when it cannot tell)."""
+    when = getattr(plan, "_when", None)
+    if not isinstance(when, dict):
+        return True
+    return any(times[0] for times in when.values())
 
 
 class Trainer(pl.Trainer):
@@ -140,28 +232,32 @@ class Trainer(pl.Trainer):
             check_val_every_n_epoch = 1 if needs_validation else sys.maxsize
         if simple_progress_bar and enable_progress_bar:
             callbacks.append(ProgressBar(refresh_rate=progress_bar_refresh_rate))
-        super().__init__(
-            accelerator=accelerator,
-            devices=devices,
-            benchmark=benchmark,
-            check_val_every_n_epoch=check_val_every_n_epoch,
-            max_epochs=max_epochs,
-            default_root_dir=settings.logging_dir
-            if default_root_dir is None
-            else default_root_dir,
-            enable_checkpointing=enable_checkpointing,
-            num_sanity_val_steps=num_sanity_val_steps,
-            enable_model_summary=enable_model_summary,
-            logger=HistoryLogger() if logger is None else logger,
-            log_every_n_steps=log_every_n_steps,
-            enable_progress_bar=enable_progress_bar,
-            callbacks=callbacks,
-            **kwargs,
-        )
+        with quiet_lightning():
+            super().__init__(
+                accelerator=accelerator,
+                devices=devices,
+                benchmark=benchmark,
+                check_val_every_n_epoch=check_val_every_n_epoch,
+                max_epochs=max_epochs,
+                default_root_dir=settings.logging_dir
+                if default_root_dir is None
+                else default_root_dir,
+                enable_checkpointing=enable_checkpointing,
+                num_sanity_val_steps=num_sanity_val_steps,
+                enable_model_summary=enable_model_summary,
+                logger=HistoryLogger() if logger is None else logger,
+                log_every_n_steps=log_every_n_steps,
+                enable_progress_bar=enable_progress_bar,
+                callbacks=callbacks,
+                **kwargs,
+            )
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
-        """Lightning's ``fit``, without the warnings that do not apply to cellvi's loaders."""
-        with warnings.catch_warnings():
-            for message in _QUIET:
-                warnings.filterwarnings("ignore", message=message)
+        """Lightning's ``fit``, without the output that says nothing about a cellvi fit.
+
+        See :func:`quiet_lightning`: the warnings that do not apply to cellvi's loaders,
+        Lightning's info lines and tips, and third-party deprecation warnings.
+        """
+        plan = args[0] if args else kwargs.get("model")
+        with quiet_lightning(logs_per_step=_logs_per_step(plan)):
             super().fit(*args, **kwargs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import numpy as np
@@ -19,8 +20,12 @@ from cellvi.model.base._init_params import record_init_params
 from cellvi.model.base._manager_store import ManagerStoreMixin
 from cellvi.model.base._persistence import PersistenceMixin
 from cellvi.module.base import BaseModuleClass
+from cellvi.plotting import plot_history
 from cellvi.train import TrainingState
 from cellvi.utils import attrdict
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger("cellvi")
 # Query loader options the out-of-core loader takes too.
@@ -226,6 +231,42 @@ class BaseModelClass(PersistenceMixin, ManagerStoreMixin):
         """Print how ``adata`` (default: the training AnnData) is registered for this model."""
         adata = self._validate_anndata(adata)
         self.get_anndata_manager(adata, required=True).view_registry(hide_state_registries)
+
+    # Pictures ------------------------------------------------------------------------------
+
+    def plot_history(
+        self,
+        terms: Sequence[str] | None = None,
+        path: str | Path | None = None,
+        **plot_kwargs: Any,
+    ) -> Figure:
+        """Plot the ELBO and its terms per epoch, for the training and validation cells.
+
+        The validation curves appear when the fit validated (``train(...,
+        check_val_every_n_epoch=1)``, early stopping). Needs matplotlib
+        (``pip install 'cellvi[plot]'``); see :func:`cellvi.plotting.plot_history`.
+
+        Parameters
+        ----------
+        terms
+            Metrics to draw (``"elbo"``, ``"reconstruction_loss"``, ``"kl_local"``, ...);
+            default the ELBO and its terms, and a classifier's loss and accuracy (SCANVI).
+        path
+            Also write the figure there (PNG unless the suffix says otherwise).
+        **plot_kwargs
+            ``title``, ``panel_size``, ``dpi``.
+
+        Returns
+        -------
+        The matplotlib ``Figure``.
+        """
+        if not self.history:
+            raise RuntimeError(
+                f"This {type(self).__name__} model has no training history: call "
+                "model.train() first."
+            )
+        plot_kwargs.setdefault("title", f"{type(self).__name__} training")
+        return plot_history(self.history, terms=terms, path=path, **plot_kwargs)
 
     def __repr__(self) -> str:
         summary = self._model_summary_string or f"{type(self).__name__} model"

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from cellvi._constants import REGISTRY_KEYS
 from cellvi.model.base._differential import DifferentialComputation
+from cellvi.utils import track
 
 Selection = Sequence[int] | Sequence[bool] | np.ndarray | str
 # Total count every cell is scaled to in ``raw_normalized_mean``.
@@ -280,6 +281,4 @@ def _column_means(
 def _progress(groups: list[Any], silent: bool) -> Iterable[Any]:
     if silent or len(groups) < 2:
         return groups
-    from tqdm.auto import tqdm
-
-    return tqdm(groups, desc="DE...")
+    return track(groups, "DE...")

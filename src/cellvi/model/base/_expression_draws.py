@@ -24,6 +24,7 @@ from cellvi._settings import settings
 from cellvi.dataloaders import AnnDataLoader
 from cellvi.model.base._differential_importance import importance_log_weights
 from cellvi.module._constants import MODULE_KEYS
+from cellvi.utils import track
 
 Tensor = torch.Tensor
 Minibatches = Iterable[dict[str, Tensor]]
@@ -434,13 +435,8 @@ def _untransformed(outputs: dict[str, Any]) -> Tensor:
 
 
 def progress(items: Iterable[Any], silent: bool, description: str) -> Iterator[Any]:
-    """Iterate with a progress bar unless ``silent``."""
-    if silent:
-        yield from items
-        return
-    from tqdm.auto import tqdm
-
-    yield from tqdm(items, desc=description, leave=False)
+    """Iterate with a progress bar (shown once the query runs long) unless ``silent``."""
+    yield from track(items, description, silent)
 
 
 def check_weights(weights: str | None, importance_weighting_kwargs: dict[str, Any]) -> None:

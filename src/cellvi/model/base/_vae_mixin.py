@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,11 @@ from torch.distributions import (
 from cellvi._checks import check_positive_int
 from cellvi.model.base._queries import Query, posterior_query
 from cellvi.module._constants import MODULE_KEYS
+from cellvi.plotting import plot_embedding
 from cellvi.utils import unsupported_if_adata_minified
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Minibatches = Iterable[dict[str, torch.Tensor]]
 
@@ -302,6 +307,67 @@ class VAEMixin:
         log_probs = torch.stack(columns, dim=1).numpy()
         adata.obsm["da_log_probs"] = pd.DataFrame(
             log_probs, index=adata.obs_names, columns=samples
+        )
+
+    def plot_latent(
+        self,
+        adata: AnnData | None = None,
+        color: str | Sequence[str] | None = None,
+        method: Literal["auto", "umap", "pca"] = "auto",
+        latent: np.ndarray | None = None,
+        seed: int = 0,
+        path: str | Path | None = None,
+        **plot_kwargs: Any,
+    ) -> Figure:
+        """Plot the cells' latent representation in two dimensions, coloured by obs columns.
+
+        UMAP when umap-learn or scanpy is installed (``pip install 'cellvi[umap]'``), the
+        first two principal components otherwise (see
+        :func:`cellvi.plotting.embedding_coordinates`). Needs matplotlib (``cellvi[plot]``).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes; None uses the training data.
+        color
+            obs column(s) to colour by, one panel each; default the registered batch and
+            labels columns (those given to ``setup_anndata``), or one plain panel.
+        method
+            ``"auto"``, ``"umap"`` or ``"pca"``.
+        latent
+            The latent representation of ``adata``'s cells, if already computed (else
+            :meth:`get_latent_representation`).
+        seed
+            Seed of the UMAP layout and of the drawing order.
+        path
+            Also write the figure there (PNG unless the suffix says otherwise).
+        **plot_kwargs
+            Further :func:`cellvi.plotting.plot_embedding` arguments (``title``,
+            ``point_size``, ``panel_size``, ``dpi``).
+
+        Returns
+        -------
+        The matplotlib ``Figure``.
+        """
+        adata = self._validate_anndata(adata)
+        if color is None:
+            setup = self.get_anndata_manager(adata, required=True).registry["setup_args"]
+            keys = [setup.get("batch_key"), setup.get("labels_key")]
+            color = [key for key in keys if key is not None]
+        elif isinstance(color, str):
+            color = [color]
+        missing = [key for key in color if key not in adata.obs]
+        if missing:
+            raise KeyError(
+                f"No obs column {missing[0]!r} to colour by; adata.obs has "
+                f"{list(adata.obs.columns)}."
+            )
+        if latent is None:
+            latent = self.get_latent_representation(adata)
+        groups = {key: adata.obs[key] for key in dict.fromkeys(color)}
+        plot_kwargs.setdefault("title", f"{type(self).__name__} latent space")
+        return plot_embedding(
+            latent, groups or None, method=method, seed=seed, path=path, **plot_kwargs
         )
 
 
