@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from cellvi.cli._errors import Failure, reported
-from cellvi.cli._io import TABLE_SUFFIXES, check_new_files, check_suffix, read_data, write_table
-from cellvi.cli._loading import model_for, query_options
-from cellvi.cli._options import output_options, query_device_options
+from cellvi.cli._errors import Failure
+from cellvi.cli._io import TABLE_SUFFIXES, write_table
+from cellvi.cli._query_command import Query, query_command
 
 
-@click.command("de", short_help="Differential expression between groups of cells.")
-@click.argument("model_dir", type=click.Path(path_type=Path))
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "-o",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Table to write: .csv, .tsv or .parquet (one row per gene and comparison).",
+@query_command(
+    "de",
+    short_help="Differential expression between groups of cells.",
+    out_help="Table to write: .csv, .tsv or .parquet (one row per gene and comparison).",
 )
 @click.option("--groupby", help="obs column of the groups to compare.")
 @click.option(
@@ -60,15 +52,8 @@ from cellvi.cli._options import output_options, query_device_options
     is_flag=True,
     help="Compare expression decoded in the same batches.",
 )
-@query_options
-@query_device_options
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@output_options
-@reported
 def de(
-    model_dir: Path,
-    data: Path,
-    out: Path,
+    query: Query,
     groupby: str | None,
     group1: tuple[str, ...],
     group2: str | None,
@@ -78,13 +63,6 @@ def de(
     delta: float,
     fdr_target: float,
     batch_correction: bool,
-    prefix: str | None,
-    query_epochs: int,
-    batch_size: int | None,
-    accelerator: str,
-    device: str,
-    overwrite: bool,
-    quiet: bool,
 ) -> None:
     """Differential expression between groups of DATA's cells, under the model in MODEL_DIR.
 
@@ -96,16 +74,13 @@ def de(
     Example:
       cellvi de pbmc_scvi pbmc.h5ad --groupby cell_type --out de.csv
     """
-    check_suffix(out, TABLE_SUFFIXES)
-    check_new_files([out], overwrite)
     if groupby is None and idx1 is None:
         raise Failure("Say which cells to compare: --groupby COLUMN, or --idx1 QUERY.")
     if groupby is not None and idx1 is not None:
         raise Failure("Give --groupby or --idx1, not both.")
     if idx1 is None and (group1 or group2) and groupby is None:
         raise Failure("--group1 and --group2 are groups of --groupby; give --groupby.")
-    adata = read_data(data)
-    model, adata = model_for(model_dir, adata, prefix, query_epochs, accelerator, device, quiet)
+    model, adata = query.model_and_data(TABLE_SUFFIXES)
     table = model.differential_expression(
         adata,
         groupby=groupby,
@@ -117,9 +92,9 @@ def de(
         delta=delta,
         fdr_target=fdr_target,
         batch_correction=batch_correction,
-        batch_size=batch_size,
-        silent=quiet,
+        batch_size=query.batch_size,
+        silent=query.quiet,
     )
-    write_table(table, out, index_label="gene")
+    write_table(table, query.out, index_label="gene")
     comparisons = table["comparison"].nunique() if "comparison" in table else 1
-    click.echo(f"Wrote {out} ({len(table)} rows: {comparisons} comparison(s)).")
+    click.echo(f"Wrote {query.out} ({len(table)} rows: {comparisons} comparison(s)).")

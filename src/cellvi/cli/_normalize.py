@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import numpy as np
 
-from cellvi.cli._errors import Failure, reported
-from cellvi.cli._io import check_new_files, check_suffix, read_data, write_h5ad
-from cellvi.cli._loading import model_for, query_options
-from cellvi.cli._options import (
-    output_options,
-    query_device_options,
-    split_keys,
-)
+from cellvi.cli._errors import Failure
+from cellvi.cli._io import write_h5ad
+from cellvi.cli._options import split_keys
+from cellvi.cli._query_command import Query, query_command
 
 
-@click.command("normalize", short_help="Normalized expression of DATA, as a layer.")
-@click.argument("model_dir", type=click.Path(path_type=Path))
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "-o",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The .h5ad file to write: DATA with the normalized expression in layers[--layer].",
+@query_command(
+    "normalize",
+    short_help="Normalized expression of DATA, as a layer.",
+    out_help="The .h5ad file to write: DATA with the normalized expression in layers[--layer].",
 )
 @click.option(
     "--layer",
@@ -53,26 +42,12 @@ from cellvi.cli._options import (
     help="Decode every cell in this batch (repeat for several: their mean); default each "
     "cell's own.",
 )
-@query_options
-@query_device_options
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@output_options
-@reported
 def normalize(
-    model_dir: Path,
-    data: Path,
-    out: Path,
+    query: Query,
     layer_name: str,
     library_size: str,
     n_samples: int,
     transform_batch: tuple[str, ...],
-    prefix: str | None,
-    query_epochs: int,
-    batch_size: int | None,
-    accelerator: str,
-    device: str,
-    overwrite: bool,
-    quiet: bool,
 ) -> None:
     """Normalized expression of DATA's cells under the model in MODEL_DIR, as a layer.
 
@@ -84,25 +59,22 @@ def normalize(
     Example:
       cellvi normalize pbmc_scvi pbmc.h5ad --out pbmc_normalized.h5ad
     """
-    check_suffix(out, (".h5ad",))
-    check_new_files([out], overwrite)
     scale = _library_size(library_size)
-    adata = read_data(data)
-    model, adata = model_for(model_dir, adata, prefix, query_epochs, accelerator, device, quiet)
+    model, adata = query.model_and_data((".h5ad",))
     batches = split_keys(transform_batch)
     values = model.get_normalized_expression(
         adata,
         library_size=scale,
         n_samples=n_samples,
         transform_batch=batches if batches is None or len(batches) > 1 else batches[0],
-        batch_size=batch_size,
+        batch_size=query.batch_size,
         return_mean=True,
         return_numpy=True,
-        silent=quiet,
+        silent=query.quiet,
     )
     adata.layers[layer_name] = np.asarray(values, dtype=np.float32)
-    write_h5ad(adata, out)
-    click.echo(f"Wrote {out} (normalized expression in layers[{layer_name!r}]).")
+    write_h5ad(adata, query.out)
+    click.echo(f"Wrote {query.out} (normalized expression in layers[{layer_name!r}]).")
 
 
 def _library_size(value: str) -> float | str:

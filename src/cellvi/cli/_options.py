@@ -70,6 +70,15 @@ def _show_warning(
     print(f"cellvi: warning: {text}", file=sys.stderr if file is None else file)
 
 
+# Where a command runs (Lightning's accelerator names), for fits and queries alike.
+_accelerator_option = click.option(
+    "--accelerator",
+    default="auto",
+    show_default=True,
+    help="Where to run: auto (a GPU when there is one), cpu, gpu, cuda, mps.",
+)
+
+
 def device_options(function: F) -> F:
     """``--accelerator`` and ``--devices`` (Lightning's names)."""
     function = click.option(
@@ -78,12 +87,7 @@ def device_options(function: F) -> F:
         show_default=True,
         help="Devices: 'auto', a number of devices, or indices such as '0' or '0,1'.",
     )(function)
-    return click.option(
-        "--accelerator",
-        default="auto",
-        show_default=True,
-        help="Where to run: auto (a GPU when there is one), cpu, gpu, cuda, mps.",
-    )(function)
+    return _accelerator_option(function)
 
 
 def parse_devices(value: str) -> int | str | list[int]:
@@ -109,12 +113,7 @@ def query_device_options(function: F) -> F:
         show_default=True,
         help="Device index, or 'auto'.",
     )(function)
-    return click.option(
-        "--accelerator",
-        default="auto",
-        show_default=True,
-        help="Where to run: auto (a GPU when there is one), cpu, gpu, cuda, mps.",
-    )(function)
+    return _accelerator_option(function)
 
 
 def parse_device(value: str) -> int | str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from cellvi.plotting._figures import new_figure, save_figure
+from cellvi.plotting._figures import finish_figure, new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -203,12 +203,7 @@ def plot_embedding(
         ax.set_ylabel(f"{name} 2")
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    if title:
-        figure.suptitle(title)
-    save_figure(figure, path)
-    return figure
+    return finish_figure(figure, axes, len(panels), title, path)
 
 
 def _group_columns(

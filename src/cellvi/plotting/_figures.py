@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,3 +46,15 @@ def figure_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=figure.dpi)
     return buffer.getvalue()
+
+
+def finish_figure(
+    figure: Figure, axes: Sequence[Any], n_panels: int, title: str | None, path: str | Path | None
+) -> Figure:
+    """Hide the axes past the first ``n_panels``, add ``title``, save to ``path`` if given."""
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    if title:
+        figure.suptitle(title)
+    save_figure(figure, path)
+    return figure

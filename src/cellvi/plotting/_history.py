@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from cellvi.plotting._figures import new_figure, save_figure
+from cellvi.plotting._figures import finish_figure, new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -157,12 +157,7 @@ def plot_history(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-    for ax in axes[len(terms) :]:
-        ax.set_visible(False)
-    if title:
-        figure.suptitle(title)
-    save_figure(figure, path)
-    return figure
+    return finish_figure(figure, axes, len(terms), title, path)
 
 
 def _all_zero(table: pd.DataFrame, term: str) -> bool:
